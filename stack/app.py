@@ -1,0 +1,44 @@
+"""One ASGI app per stack: the gateway in front, then /auth/v1, /rest/v1 (and /realtime/v1)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
+
+from stack import auth, rest
+from stack.db import Pools
+from stack.gateway import GatewayMiddleware
+from stack.settings import StackSettings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: StackSettings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.pools = await Pools.open(settings.rest_dsn, settings.auth_dsn, settings.db_pool_size)
+        try:
+            yield
+        finally:
+            await app.state.pools.close()
+
+    app = Starlette(
+        routes=[
+            Mount("/auth/v1", routes=auth.routes(settings)),
+            Mount("/rest/v1", routes=rest.routes(settings)),
+        ],
+        middleware=[
+            Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+                       expose_headers=["Content-Range", "Content-Location", "Preference-Applied"]),
+            Middleware(GatewayMiddleware, keys=(settings.anon_key, settings.service_role_key),
+                       max_body_bytes=settings.max_body_bytes),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app

@@ -1,0 +1,185 @@
+"""The embedded stack as one object: Postgres, the Supabase base, a project's
+migrations and seed, and the HTTP server with auth and REST (realtime to come).
+
+    with EmbeddedStack.from_fixtures(seed=True) as s:
+        client = supabase.create_client(s.api_url, s.anon_key)
+
+This is the composition root of ``stack/``: it owns the cluster, the keys and
+the server thread, and offers the faults the harness needs (restart Postgres,
+pause Postgres).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import uvicorn
+
+from stack import jwt
+from stack.app import create_app
+from stack.migrate import apply_base, apply_migrations, apply_sql_file, set_role_passwords
+from stack.postgres import Cluster, PostgresError, free_port
+from stack.settings import StackSettings
+
+__all__ = ["FIXTURES", "EmbeddedStack", "StackError"]
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+LOGIN_ROLES = ("authenticator", "supabase_auth_admin", "supabase_realtime_admin")
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says which part and why."""
+
+
+@dataclass
+class EmbeddedStack:
+    migrations: list[Path] = field(default_factory=list)
+    seed: list[Path] = field(default_factory=list)
+    db_url: str | None = None  # an existing database (superuser DSN) instead of a throwaway cluster
+    port: int = 0
+    jwt_secret: str = ""
+    jwt_exp: int = 3600
+    cluster: Cluster | None = None
+    settings: StackSettings | None = None
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+    _role_passwords: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_fixtures(cls, seed: bool = False, **kw: object) -> EmbeddedStack:
+        """The Zora schema from ``fixtures/migrations`` and, optionally, the demo seed."""
+        seeds = [FIXTURES / "seed.sql"] if seed else []
+        return cls(migrations=[FIXTURES / "migrations"], seed=seeds, **kw)  # type: ignore[arg-type]
+
+    # -- keys and URLs ----------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def anon_key(self) -> str:
+        assert self.settings is not None
+        return self.settings.anon_key
+
+    @property
+    def service_role_key(self) -> str:
+        assert self.settings is not None
+        return self.settings.service_role_key
+
+    @property
+    def superuser_dsn(self) -> str:
+        if self.db_url:
+            return self.db_url
+        assert self.cluster is not None
+        return self.cluster.dsn()
+
+    def role_dsn(self, role: str) -> str:
+        base = psycopg.conninfo.conninfo_to_dict(self.superuser_dsn)
+        base.update(user=role, password=self._role_passwords[role])
+        return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in base.items() if v is not None})
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> EmbeddedStack:
+        t0 = time.perf_counter()
+        try:
+            if self.db_url is None:
+                self.cluster = Cluster()
+                self.cluster.start()
+            self.timings["postgres"] = time.perf_counter() - t0
+            self._prepare_database()
+            self.timings["migrations"] = time.perf_counter() - t0 - self.timings["postgres"]
+            self._start_server()
+        except Exception:
+            self.stop()
+            raise
+        self.timings["ready"] = time.perf_counter() - t0
+        return self
+
+    def _prepare_database(self) -> None:
+        self._role_passwords = {r: secrets.token_urlsafe(18) for r in LOGIN_ROLES}
+        try:
+            with psycopg.connect(self.superuser_dsn, autocommit=True) as conn:
+                apply_base(conn)
+                set_role_passwords(conn, self._role_passwords)
+                apply_migrations(conn, self.migrations)
+                for path in self.seed:
+                    apply_sql_file(conn, path)
+        except psycopg.OperationalError as e:
+            raise StackError(f"database unreachable: {str(e).strip().splitlines()[0]}") from e
+        secret = self.jwt_secret or jwt.new_secret()
+        self.settings = StackSettings(
+            jwt_secret=secret,
+            anon_key=jwt.make_api_key("anon", secret),
+            service_role_key=jwt.make_api_key("service_role", secret),
+            rest_dsn=self.role_dsn("authenticator"),
+            auth_dsn=self.role_dsn("supabase_auth_admin"),
+            realtime_dsn=self.role_dsn("supabase_realtime_admin"),
+            jwt_exp=self.jwt_exp,
+        )
+
+    def _start_server(self, timeout: float = 30.0) -> None:
+        assert self.settings is not None
+        if not self.port:
+            self.port = free_port()
+        self.settings = _with_url(self.settings, self.api_url)
+        config = uvicorn.Config(
+            create_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning",
+            lifespan="on", ws_ping_interval=None, timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="zora-stack-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise StackError(f"HTTP server on 127.0.0.1:{self.port} failed to start")
+            if time.monotonic() > deadline:
+                raise StackError(f"HTTP server not ready after {timeout:.0f}s")
+            time.sleep(0.005)
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def stop(self) -> None:
+        self._stop_server()
+        if self.cluster is not None:
+            self.cluster.destroy()
+            self.cluster = None
+
+    # -- faults --------------------------------------------------------------------
+    def restart_postgres(self, mode: str = "fast") -> None:
+        if self.cluster is None:
+            raise PostgresError("restart_postgres needs the embedded cluster, not an external database")
+        self.cluster.restart(mode)
+
+    def pause_postgres(self) -> None:
+        if self.cluster is None:
+            raise PostgresError("pause_postgres needs the embedded cluster")
+        self.cluster.pause()
+
+    def resume_postgres(self) -> None:
+        if self.cluster is not None:
+            self.cluster.resume()
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _with_url(s: StackSettings, url: str) -> StackSettings:
+    from dataclasses import replace
+
+    return replace(s, api_url=url)

@@ -1,0 +1,30 @@
+"""Settings of one embedded stack, read once and passed to every endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["StackSettings"]
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """What the auth, REST and realtime endpoints need to know.
+
+    ``rest_dsn`` logs in as ``authenticator`` (PostgREST's role), ``auth_dsn`` as
+    ``supabase_auth_admin`` (GoTrue's), ``realtime_dsn`` as ``supabase_realtime_admin``.
+    """
+
+    jwt_secret: str
+    anon_key: str
+    service_role_key: str
+    rest_dsn: str
+    auth_dsn: str
+    realtime_dsn: str = ""
+    api_url: str = ""  # the public base URL, e.g. http://127.0.0.1:54321
+    jwt_exp: int = 3600  # access token lifetime, seconds (GoTrue's default)
+    site_url: str = "http://localhost:3000"
+    max_body_bytes: int = 1 << 20  # bodies above this get 413
+    db_schemas: tuple[str, ...] = ("public",)  # schemas REST exposes (PostgREST db-schemas)
+    db_pool_size: int = 10
+    extra: dict[str, str] = field(default_factory=dict)
