@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,10 @@ class Cluster:
         self.proc = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_set_pdeathsig, **self._user_kwargs(),  # type: ignore[call-overload]
+            # The kernel's parent-death signal follows the *thread* that forked: only use it from
+            # the main thread; a server started elsewhere relies on the registry cleanup alone.
+            preexec_fn=_set_pdeathsig if threading.current_thread() is threading.main_thread() else None,
+            **self._user_kwargs(),  # type: ignore[call-overload]
         )
         log.close()
         self._register()

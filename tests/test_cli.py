@@ -1,0 +1,76 @@
+"""``zora-harness`` as a user types it: stack up, SIGTERM, bad usage."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "harness.cli"]
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["frobnicate"], "invalid choice"),
+        (["stack", "up", "--port", "99999"], "not a TCP port"),
+        (["stack", "up", "--port", "0", "--migrations", "/nonexistent"], "not a directory"),
+        (["stack", "up", "--port", "0", "--jwt-secret", "short"], "at least 32"),
+        ([], "required"),
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(args: list[str], needle: str) -> None:
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_database_exit_3() -> None:
+    r = run_cli("stack", "up", "--port", "0", "--db-url", "postgresql://postgres:x@127.0.0.1:1/postgres")
+    assert r.returncode == 3, r.stderr
+    assert "database unreachable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stack_up_env_then_sigterm_cleans_up() -> None:
+    proc = subprocess.Popen([*CLI, "stack", "up", "--port", "0", "--env"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    values: dict[str, str] = {}
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while "SUPABASE_SERVICE_ROLE_KEY" not in values and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.match(r'^([A-Z_]+)="(.*)"$', line.strip())
+            if m:
+                values[m.group(1)] = m.group(2)
+        assert {"API_URL", "DB_URL", "ANON_KEY", "SERVICE_ROLE_KEY", "SUPABASE_URL"} <= values.keys()
+        r = httpx.get(values["API_URL"] + "/auth/v1/health", timeout=5)
+        assert r.status_code == 200
+        with psycopg.connect(values["DB_URL"]) as conn:
+            assert conn.execute("select count(*) from public.products").fetchone()[0] > 0  # seeded
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    assert rc == 0
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(values["DB_URL"], connect_timeout=2)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(values["API_URL"] + "/auth/v1/health", timeout=2)
+    assert os.path.exists(ROOT)
