@@ -1,4 +1,4 @@
-"""One ASGI app per stack: the gateway in front, then /auth/v1, /rest/v1 (and /realtime/v1)."""
+"""One ASGI app per stack: the gateway in front, then /auth/v1, /rest/v1 and /realtime/v1."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.routing import Mount
 from stack import auth, rest
 from stack.db import Pools
 from stack.gateway import GatewayMiddleware
+from stack.realtime import server as realtime
 from stack.settings import StackSettings
 
 __all__ = ["create_app"]
@@ -22,15 +23,19 @@ def create_app(settings: StackSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pools = await Pools.open(settings.rest_dsn, settings.auth_dsn, settings.db_pool_size)
+        app.state.realtime = realtime.Realtime(settings, mode=settings.realtime_mode)
+        await app.state.realtime.start()
         try:
             yield
         finally:
+            await app.state.realtime.stop()
             await app.state.pools.close()
 
     app = Starlette(
         routes=[
             Mount("/auth/v1", routes=auth.routes(settings)),
             Mount("/rest/v1", routes=rest.routes(settings)),
+            Mount("/realtime/v1", routes=realtime.routes(settings)),
         ],
         middleware=[
             Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],

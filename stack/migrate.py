@@ -16,7 +16,8 @@ from psycopg import sql
 
 __all__ = ["BASE_SQL", "MigrationError", "apply_base", "apply_migrations", "set_role_passwords"]
 
-BASE_SQL = Path(__file__).parent / "sql" / "000_supabase_base.sql"
+BASE_DIR = Path(__file__).parent / "sql"
+BASE_SQL = BASE_DIR / "000_supabase_base.sql"
 _VERSION = re.compile(r"^(\d+)_?(.*)\.sql$")
 
 
@@ -29,13 +30,29 @@ def _base_applied(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def apply_base(conn: psycopg.Connection) -> bool:
-    """Install the Supabase base unless it is there already; True if it ran."""
-    if _base_applied(conn):
-        return False
-    with conn.transaction():
-        conn.execute(BASE_SQL.read_text())  # type: ignore[call-overload]
-    return True
+def apply_base(conn: psycopg.Connection) -> list[str]:
+    """Install the Supabase base (``stack/sql/*.sql``), each file once; return the files applied.
+
+    The first file creates the bookkeeping table itself; every file is recorded with the
+    version ``stack_<name>`` so the project's own numbered migrations never collide with it.
+    """
+    if not _base_applied(conn):
+        with conn.transaction():
+            conn.execute(BASE_SQL.read_text())  # type: ignore[call-overload]
+            conn.execute("insert into supabase_migrations.schema_migrations (version, name) values (%s, %s)",
+                         (f"stack_{BASE_SQL.stem}", BASE_SQL.stem))
+    done = {r[0] for r in conn.execute("select version from supabase_migrations.schema_migrations")}
+    applied: list[str] = []
+    for path in sorted(BASE_DIR.glob("*.sql")):
+        version = f"stack_{path.stem}"
+        if version in done:
+            continue
+        with conn.transaction():
+            conn.execute(path.read_text())  # type: ignore[call-overload]
+            conn.execute("insert into supabase_migrations.schema_migrations (version, name) values (%s, %s)",
+                         (version, path.stem))
+        applied.append(path.name)
+    return applied
 
 
 def set_role_passwords(conn: psycopg.Connection, passwords: dict[str, str]) -> None:

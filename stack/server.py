@@ -11,11 +11,13 @@ pause Postgres).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import uvicorn
@@ -44,11 +46,14 @@ class EmbeddedStack:
     port: int = 0
     jwt_secret: str = ""
     jwt_exp: int = 3600
+    realtime_mode: str = "streaming"
     cluster: Cluster | None = None
     settings: StackSettings | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
     _role_passwords: dict[str, str] = field(default_factory=dict)
+    _app: Any = None
+    _loop: asyncio.AbstractEventLoop | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -121,6 +126,7 @@ class EmbeddedStack:
             auth_dsn=self.role_dsn("supabase_auth_admin"),
             realtime_dsn=self.role_dsn("supabase_realtime_admin"),
             jwt_exp=self.jwt_exp,
+            realtime_mode=self.realtime_mode,
         )
 
     def _start_server(self, timeout: float = 30.0) -> None:
@@ -128,12 +134,22 @@ class EmbeddedStack:
         if not self.port:
             self.port = free_port()
         self.settings = _with_url(self.settings, self.api_url)
+        self._app = create_app(self.settings)
         config = uvicorn.Config(
-            create_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning",
+            self._app, host="127.0.0.1", port=self.port, log_level="warning",
             lifespan="on", ws_ping_interval=None, timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="zora-stack-http", daemon=True)
+        server = self._server
+
+        def serve() -> None:
+            loop = _new_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            loop.run_until_complete(server.serve())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="zora-stack-http", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -150,6 +166,7 @@ class EmbeddedStack:
             self._thread.join(timeout=10)
         self._server = None
         self._thread = None
+        self._loop = None
 
     def stop(self) -> None:
         self._stop_server()
@@ -162,6 +179,13 @@ class EmbeddedStack:
         if self.cluster is None:
             raise PostgresError("restart_postgres needs the embedded cluster, not an external database")
         self.cluster.restart(mode)
+
+    def restart_realtime(self, downtime: float = 0.0, timeout: float = 30.0) -> None:
+        """Drop every realtime socket and start the realtime server again (clients rejoin by themselves)."""
+        if self._server is None or self._loop is None:
+            raise StackError("the stack is not running")
+        fut = asyncio.run_coroutine_threadsafe(self._app.state.realtime.restart(downtime), self._loop)
+        fut.result(timeout)
 
     def pause_postgres(self) -> None:
         if self.cluster is None:
@@ -177,6 +201,15 @@ class EmbeddedStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (uvicorn[standard] brings it): the realtime fan-out's hot path."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
 
 
 def _with_url(s: StackSettings, url: str) -> StackSettings:

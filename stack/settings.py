@@ -27,4 +27,5 @@ class StackSettings:
     max_body_bytes: int = 1 << 20  # bodies above this get 413
     db_schemas: tuple[str, ...] = ("public",)  # schemas REST exposes (PostgREST db-schemas)
     db_pool_size: int = 10
+    realtime_mode: str = "streaming"  # or "hosted-polling": hosted Supabase's 100 ms / 500 ms idle cadence
     extra: dict[str, str] = field(default_factory=dict)

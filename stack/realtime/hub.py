@@ -1,0 +1,144 @@
+"""Who is subscribed to what: channels by topic, postgres_changes bindings by table, presence.
+
+The hub is plain data with no I/O; the connection and the change dispatcher
+read and write it from the one event loop, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stack.realtime.filters import Subscription, matches
+
+if TYPE_CHECKING:
+    from stack.realtime.wal import Change
+    from stack.realtime.connection import Connection
+
+__all__ = ["Binding", "Channel", "Hub"]
+
+_binding_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Binding:
+    """One postgres_changes listener of a channel; ``id`` is what frames carry in ``ids``."""
+
+    channel: Channel
+    sub: Subscription
+    id: int = field(default_factory=lambda: next(_binding_ids))
+
+    def wants(self, change: Change) -> bool:
+        s = self.sub
+        if s.event != "*" and s.event != change.action:
+            return False
+        if s.schema not in ("*", change.schema) or s.table not in ("*", change.table):
+            return False
+        if not s.filters:
+            return True
+        row = change.identity if change.action == "DELETE" else change.record
+        return matches(s.filters, row, change.types)
+
+
+@dataclass(eq=False)
+class Channel:
+    """A topic joined on one connection (Phoenix's channel process)."""
+
+    conn: Connection
+    topic: str
+    join_ref: str | None
+    claims: dict[str, Any]
+    token: str
+    self_broadcast: bool = False
+    ack_broadcast: bool = False
+    presence_key: str = ""
+    presence_enabled: bool = False
+    bindings: list[Binding] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def sub_topic(self) -> str:
+        return self.topic.removeprefix("realtime:")
+
+    @property
+    def role(self) -> str:
+        return str(self.claims.get("role", "anon"))
+
+    def identity(self) -> tuple[str, str]:
+        """Channels with equal identities share one RLS check per change."""
+        return self.role, json.dumps(self.claims, sort_keys=True, separators=(",", ":"))
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.topics: dict[str, set[Channel]] = defaultdict(set)
+        self._by_table: dict[tuple[str, str], list[Binding]] = defaultdict(list)
+        # presence: topic -> key -> {channel: meta}
+        self.presence: dict[str, dict[str, dict[Channel, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+
+    # -- channels ------------------------------------------------------------------
+    def add(self, ch: Channel) -> None:
+        self.topics[ch.topic].add(ch)
+        for b in ch.bindings:
+            self._by_table[(b.sub.schema, b.sub.table)].append(b)
+
+    def remove(self, ch: Channel) -> None:
+        ch.closed = True
+        members = self.topics.get(ch.topic)
+        if members is not None:
+            members.discard(ch)
+            if not members:
+                del self.topics[ch.topic]
+        for b in ch.bindings:
+            lst = self._by_table.get((b.sub.schema, b.sub.table))
+            if lst is not None:
+                lst[:] = [x for x in lst if x is not b]
+                if not lst:
+                    del self._by_table[(b.sub.schema, b.sub.table)]
+
+    def candidates(self, change: Change) -> list[Binding]:
+        """Bindings whose event, table and filter accept the change (RLS not yet applied)."""
+        out: list[Binding] = []
+        for key in ((change.schema, change.table), (change.schema, "*"), ("*", "*")):
+            for b in self._by_table.get(key, ()):
+                if not b.channel.closed and b.wants(change):
+                    out.append(b)
+        return out
+
+    def binding_count(self) -> int:
+        return sum(len(v) for v in self._by_table.values())
+
+    # -- presence ------------------------------------------------------------------
+    def presence_state(self, topic: str) -> dict[str, Any]:
+        return {key: {"metas": list(metas.values())} for key, metas in self.presence.get(topic, {}).items() if metas}
+
+    def track(self, ch: Channel, meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Set this channel's presence; return (joins, leaves) for the diff."""
+        key = ch.presence_key
+        entry = self.presence[ch.topic][key]
+        previous = entry.get(ch)
+        new_meta = {**meta, "phx_ref": uuid.uuid4().hex[:20]}
+        if previous is not None:
+            new_meta["phx_ref_prev"] = previous["phx_ref"]
+        entry[ch] = new_meta
+        leaves = {key: {"metas": [previous]}} if previous is not None else {}
+        return {key: {"metas": [new_meta]}}, leaves
+
+    def untrack(self, ch: Channel) -> dict[str, Any]:
+        """Remove this channel's presence; return the leaves of the diff (empty if it had none)."""
+        topic_state = self.presence.get(ch.topic)
+        if topic_state is None:
+            return {}
+        entry = topic_state.get(ch.presence_key)
+        if not entry or ch not in entry:
+            return {}
+        meta = entry.pop(ch)
+        if not entry:
+            del topic_state[ch.presence_key]
+        if not topic_state:
+            del self.presence[ch.topic]
+        return {ch.presence_key: {"metas": [meta]}}
