@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="directory of numbered .sql migrations (default: fixtures/migrations); repeatable")
     up.add_argument("--jwt-secret", help="sign keys with this secret (default: a fresh random one)")
     up.add_argument("--env", action="store_true", help="print KEY=value lines, like `supabase status -o env`")
+    up.add_argument("--realtime-mode", choices=("streaming", "hosted-polling"), default="streaming",
+                    help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
+                         "every 100 ms and 500 ms when idle, as hosted Supabase Realtime does, to preview "
+                         "production's latency tail")
     return p
 
 
@@ -90,7 +94,7 @@ def _stack_up(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     stack = EmbeddedStack(migrations=migrations, seed=seed, db_url=args.db_url, port=args.port,
-                          jwt_secret=args.jwt_secret or "")
+                          jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode)
     try:
         try:
             stack.start()
@@ -117,6 +121,7 @@ def _print_status(stack: object, env: bool) -> None:
         ("API_URL", "API URL", stack.api_url),
         ("REST_URL", "REST URL", f"{stack.api_url}/rest/v1"),
         ("AUTH_URL", "Auth URL", f"{stack.api_url}/auth/v1"),
+        ("REALTIME_URL", "Realtime URL", f"ws://127.0.0.1:{stack.port}/realtime/v1"),
         ("DB_URL", "DB URL", stack.superuser_dsn),
         ("ANON_KEY", "anon key", stack.anon_key),
         ("SERVICE_ROLE_KEY", "service_role key", stack.service_role_key),
@@ -131,6 +136,7 @@ def _print_status(stack: object, env: bool) -> None:
     print("Zora embedded stack is running (Ctrl-C to stop).\n")
     for _, label, value in rows:
         print(f"{label:>17}: {value}")
+    print(f"{'realtime mode':>17}: {stack.realtime_mode}")
     print(f"\n{'ready in':>17}: {stack.timings.get('ready', 0):.2f} s")
 
 

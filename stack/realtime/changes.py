@@ -16,6 +16,7 @@ only the primary key when RLS is on, else what REPLICA IDENTITY logged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import defaultdict
@@ -57,14 +58,29 @@ class ChangeDispatcher:
         for change in tx.changes:
             bindings = self.hub.candidates(change)
             if bindings:
-                try:
-                    await self._dispatch(tx, change, bindings)
-                except psycopg.Error as e:
-                    log.warning("dropping change on %s.%s: %s", change.schema, change.table,
-                                str(e).strip().splitlines()[:1])
-                    await self.close()
-                except Exception:  # one bad change must not stop the stream for everyone
-                    log.exception("dropping change on %s.%s", change.schema, change.table)
+                await self._dispatch_retrying(tx, change, bindings)
+
+    async def _dispatch_retrying(self, tx: Transaction, change: Change, bindings: list[Binding]) -> None:
+        """A lost connection (PostgreSQL restarting) is retried, bounded; any other failure drops this change."""
+        delay = 0.01
+        for _attempt in range(60):  # at most ~15 s of waiting for the database to come back
+            try:
+                await self._dispatch(tx, change, bindings)
+                return
+            except psycopg.OperationalError as e:
+                log.info("database connection lost, retrying change: %s", str(e).strip().splitlines()[:1])
+                await self.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except psycopg.Error as e:
+                log.warning("dropping change on %s.%s: %s", change.schema, change.table,
+                            str(e).strip().splitlines()[:1])
+                await self.close()
+                return
+            except Exception:  # one bad change must not stop the stream for everyone
+                log.exception("dropping change on %s.%s", change.schema, change.table)
+                return
+        log.warning("dropping change on %s.%s: database unreachable", change.schema, change.table)
 
     async def _dispatch(self, tx: Transaction, change: Change, bindings: list[Binding]) -> None:
         by_channel: dict[Channel, list[Binding]] = defaultdict(list)

@@ -126,10 +126,18 @@ class Realtime:
         return ""
 
     def key_ok(self, key: str | None) -> bool:
+        """A project API key, or any unexpired JWT signed with the project secret (as the realtime server
+        itself accepts at connect; the key's role does not grant anything: each join's token decides)."""
         if not key:
             return False
-        return any(hmac.compare_digest(key.encode(), k.encode())
-                   for k in (self.settings.anon_key, self.settings.service_role_key))
+        if any(hmac.compare_digest(key.encode(), k.encode())
+               for k in (self.settings.anon_key, self.settings.service_role_key)):
+            return True
+        try:
+            jwt.decode(key, self.settings.jwt_secret)
+        except jwt.JWTError:
+            return False
+        return True
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
