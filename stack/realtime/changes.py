@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -27,13 +29,23 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
-from stack.realtime.frames import Frame
+from stack.realtime.frames import Frame, RawPayload, dumps
 from stack.realtime.hub import Binding, Channel, Hub
 from stack.realtime.wal import Change, Transaction
 
 __all__ = ["ChangeDispatcher"]
 
 log = logging.getLogger("stack.realtime.changes")
+TABLE_CACHE_TTL = 5.0
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    in_publication: bool
+    rls_enabled: bool
+    cols: list[dict[str, Any]]
+    pk: list[str]
+    checker: str  # realtime."zora_chk_<oid>", generated for this table
 
 
 class ChangeDispatcher:
@@ -41,18 +53,42 @@ class ChangeDispatcher:
         self.dsn = dsn
         self.hub = hub
         self._conn: psycopg.AsyncConnection | None = None
+        self._tables: dict[tuple[str, str], TableInfo] = {}
+        self._tables_at = 0.0
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
+
+    def forget_tables(self) -> None:
+        """Called on DDL (NOTIFY zora_realtime_ddl): publication, RLS flags or columns may have changed."""
+        self._tables.clear()
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             set_json_loads(_loads, self._conn)
+            self._tables.clear()
         return self._conn
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        self._tables.clear()
+
+    async def _table(self, conn: psycopg.AsyncConnection, schema: str, table: str) -> TableInfo:
+        now = time.monotonic()
+        if now - self._tables_at > TABLE_CACHE_TTL:  # a safety net should a DDL notification be missed
+            self._tables.clear()
+            self._tables_at = now
+        info = self._tables.get((schema, table))
+        if info is None:
+            entity = sql.Identifier(schema, table).as_string(conn)
+            cur = await conn.execute("select in_publication, rls_enabled, cols, pk, checker"
+                                     " from realtime.zora_table_info(%s::regclass)", (entity,))
+            row = await cur.fetchone()
+            assert row is not None
+            info = TableInfo(bool(row[0]), bool(row[1]), list(row[2]), list(row[3]), str(row[4]))
+            self._tables[(schema, table)] = info
+        return info
 
     async def on_transaction(self, tx: Transaction) -> None:
         for change in tx.changes:
@@ -86,51 +122,56 @@ class ChangeDispatcher:
         by_channel: dict[Channel, list[Binding]] = defaultdict(list)
         for b in bindings:
             by_channel[b.channel].append(b)
+        conn = await self._connection()
+        info = await self._table(conn, change.schema, change.table)
+        if not info.in_publication:
+            return
         identities: dict[tuple[str, str], int] = {}
-        for ch in by_channel:
+        # grouped by role so the checker switches role (and re-plans) as rarely as possible
+        for ch in sorted(by_channel, key=lambda c: c.role):
             identities.setdefault(ch.identity(), len(identities))
         is_delete = change.action == "DELETE"
         row = change.identity if is_delete else change.record
-        conn = await self._connection()
-        entity = sql.Identifier(change.schema, change.table).as_string(conn)
         cur = await conn.execute(
-            "select in_publication, rls_enabled, rec, cols, pk, visible"
-            " from realtime.zora_apply_rls(%s::regclass, %s::jsonb, %s::jsonb, %s, %s)",
-            (entity, json.dumps(row, default=_json_default),
-             json.dumps([[role, json.loads(claims)] for role, claims in identities]), not is_delete, tx.xid),
+            sql.SQL("select rec, visible from {}(%s::jsonb, %s::jsonb, %s, %s)").format(
+                sql.SQL(info.checker)),
+            (json.dumps(row, default=_json_default),
+             "[" + ",".join(f'["{role}",{claims}]' for role, claims in identities) + "]",
+             not is_delete, tx.xid),
         )
         result = await cur.fetchone()
         if result is None:
             return
-        in_pub, rls, rec, cols, pk, visible = result
-        if not in_pub:
-            return
+        rec, visible = result
         visible_set = set(visible or ())
         old: dict[str, Any] | None = None
         if change.action in ("UPDATE", "DELETE"):
             # RLS on: only the primary key may leave the database; else what REPLICA IDENTITY logged.
-            keep = set(pk) if (rls or not change.identity) else set(change.identity)
+            keep = set(info.pk) if (info.rls_enabled or not change.identity) else set(change.identity)
             source = rec if is_delete else change.identity
             old = {k: v for k, v in source.items() if k in keep}
+        encoded: dict[tuple[str, ...] | None, str] = {}
         for ch, bs in by_channel.items():
             if identities[ch.identity()] not in visible_set or ch.closed:
                 continue
             for select, group in _by_selection(bs).items():
-                data: dict[str, Any] = {
-                    "schema": change.schema,
-                    "table": change.table,
-                    "commit_timestamp": tx.commit_timestamp,
-                    "type": change.action,
-                    "columns": _pick_columns(cols, select),
-                    "errors": None,
-                }
-                if not is_delete:
-                    data["record"] = _pick(rec, select)
-                if old is not None:
-                    data["old_record"] = _pick(old, select) if select else old
-                frame = Frame(topic=ch.topic, event="postgres_changes",
-                              payload={"ids": [b.id for b in group], "data": data}, ref=None, join_ref=None)
-                ch.conn.send(frame)
+                data = encoded.get(select)
+                if data is None:  # the same bytes for every channel: encode once per change
+                    body: dict[str, Any] = {
+                        "schema": change.schema,
+                        "table": change.table,
+                        "commit_timestamp": tx.commit_timestamp,
+                        "type": change.action,
+                        "columns": _pick_columns(info.cols, select),
+                        "errors": None,
+                    }
+                    if not is_delete:
+                        body["record"] = _pick(rec, select)
+                    if old is not None:
+                        body["old_record"] = _pick(old, select) if select else old
+                    data = encoded[select] = dumps(body)
+                ch.conn.send(Frame(topic=ch.topic, event="postgres_changes",
+                                   payload=RawPayload(ids=[b.id for b in group], data=data)))
                 self.delivered += 1
 
 

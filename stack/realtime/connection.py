@@ -169,7 +169,7 @@ class Connection:
         if claims is None:
             self._shutdown(ch, reason.split(": ", 1)[-1])
             return
-        ch.token, ch.claims = token, claims
+        ch.set_claims(token, claims)
         self._schedule_expiry(ch)
 
     # -- join / leave -------------------------------------------------------------------

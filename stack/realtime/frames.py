@@ -15,6 +15,7 @@ layouts follow realtime-js's ``lib/serializer.ts``.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import struct
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Frame", "FrameError", "decode", "dumps", "encode"]
+__all__ = ["Frame", "FrameError", "RawPayload", "decode", "dumps", "encode"]
 
 VSN1 = "1.0.0"
 VSN2 = "2.0.0"
@@ -35,6 +36,14 @@ _NONCE = secrets.token_hex(8)  # placeholders for raw numbers; unguessable, so n
 
 class FrameError(ValueError):
     """A frame that is not a Phoenix message; the connection survives it."""
+
+
+@dataclass(frozen=True)
+class RawPayload:
+    """A postgres_changes payload whose ``data`` is already JSON text, shared by every receiving channel."""
+
+    ids: list[int]
+    data: str
 
 
 @dataclass
@@ -119,12 +128,24 @@ def dumps(obj: Any) -> str:
 
 def encode(frame: Frame, vsn: str = VSN1) -> str | bytes:
     """Serialize a server message in the client's dialect."""
+    if isinstance(frame.payload, RawPayload):
+        ids = ",".join(str(i) for i in frame.payload.ids)
+        payload = f'{{"ids":[{ids}],"data":{frame.payload.data}}}'
+        topic = _quoted(frame.topic)
+        if vsn == VSN2:
+            return f'[null,null,{topic},"postgres_changes",{payload}]'
+        return f'{{"topic":{topic},"event":"postgres_changes","payload":{payload},"ref":null,"join_ref":null}}'
     if vsn == VSN2:
         if isinstance(frame.payload, dict) and isinstance(frame.payload.get("payload"), bytes | bytearray):
             return _encode_binary_broadcast(frame)
         return dumps([frame.join_ref, frame.ref, frame.topic, frame.event, frame.payload])
     return dumps({"topic": frame.topic, "event": frame.event, "payload": frame.payload, "ref": frame.ref,
                   "join_ref": frame.join_ref})
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    return json.dumps(text)
 
 
 def _encode_binary_broadcast(frame: Frame) -> bytes:

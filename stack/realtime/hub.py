@@ -59,6 +59,15 @@ class Channel:
     presence_enabled: bool = False
     bindings: list[Binding] = field(default_factory=list)
     closed: bool = False
+    _identity: tuple[str, str] = ("", "")
+
+    def __post_init__(self) -> None:
+        self.set_claims(self.token, self.claims)
+
+    def set_claims(self, token: str, claims: dict[str, Any]) -> None:
+        self.token, self.claims = token, claims
+        self._identity = (str(claims.get("role", "anon")),
+                          json.dumps(claims, sort_keys=True, separators=(",", ":")))
 
     @property
     def sub_topic(self) -> str:
@@ -69,8 +78,8 @@ class Channel:
         return str(self.claims.get("role", "anon"))
 
     def identity(self) -> tuple[str, str]:
-        """Channels with equal identities share one RLS check per change."""
-        return self.role, json.dumps(self.claims, sort_keys=True, separators=(",", ":"))
+        """(role, claims as JSON): channels with equal identities share one RLS check per change."""
+        return self._identity
 
 
 class Hub:

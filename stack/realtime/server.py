@@ -48,6 +48,7 @@ class Realtime:
         self.dispatcher = ChangeDispatcher(settings.realtime_dsn, self.hub)
         self.source: StreamingSource | PollingSource | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ddl_task: asyncio.Task[None] | None = None
         self.accepting = False
         self.sockets: dict[Connection, WebSocket] = {}
         self._catalog: psycopg.AsyncConnection | None = None
@@ -57,8 +58,24 @@ class Realtime:
         await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=True)
         cls = StreamingSource if self.mode == "streaming" else PollingSource
         self.source = cls(self.settings.realtime_dsn, self.slot, self.dispatcher.on_transaction)
-        self._task = asyncio.get_running_loop().create_task(self.source.run(), name="realtime-wal")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self.source.run(), name="realtime-wal")
+        self._ddl_task = loop.create_task(self._listen_ddl(), name="realtime-ddl")
         self.accepting = True
+
+    async def _listen_ddl(self) -> None:
+        """Forget cached table facts whenever DDL runs (publication, RLS flag, columns)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.settings.realtime_dsn,
+                                                                 autocommit=True) as conn:
+                    await conn.execute("listen zora_realtime_ddl")
+                    self.dispatcher.forget_tables()  # whatever happened while we were not listening
+                    async for _ in conn.notifies():
+                        self.dispatcher.forget_tables()
+            except psycopg.Error:
+                self.dispatcher.forget_tables()
+                await asyncio.sleep(0.2)
 
     async def stop(self, drop: bool = True) -> None:
         self.accepting = False
@@ -69,11 +86,12 @@ class Realtime:
         self.sockets.clear()
         if self.source is not None:
             await self.source.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._ddl_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._ddl_task = None
         await self.dispatcher.close()
         if self._catalog is not None:
             await self._catalog.close()

@@ -1,16 +1,22 @@
--- What the realtime endpoint asks PostgreSQL for each change it may deliver, in one call:
--- is the table (still) in the publication, the row in PostgreSQL's own JSON rendering,
--- the columns with their type names, whether RLS is on, and which of the given
--- subscriber identities (role + JWT claims) may see the row under RLS.
--- Same idea as Supabase's realtime.apply_rls: each identity's check runs under
--- that role with that subscriber's claims in request.jwt.claims, so the table's
--- own policies decide. Checks read the current row by primary key.
+-- What the realtime endpoint asks PostgreSQL for each change it may deliver.
+--
+-- For every published table the endpoint generates, on first use, a checker function
+-- realtime."zora_chk_<oid>" with the table's name and primary key written into static
+-- SQL, so PostgreSQL plans the RLS check once per session instead of once per
+-- subscriber. One call per change renders the row as PostgreSQL renders JSON and
+-- answers, for every distinct subscriber identity (role + JWT claims), whether RLS lets
+-- that identity see the row: each check runs under that role with those claims in
+-- request.jwt.claims, so the table's own policies decide (as Supabase's
+-- realtime.apply_rls does). Checks read the current row by primary key.
 --
 -- Logical decoding can hand out a commit a few microseconds before the committing
 -- transaction is visible to new snapshots (the commit record is flushed before the
 -- backend leaves the proc array). A streaming server checks that fast, so with the
--- commit's xid the function first waits, bounded, until the transaction is visible;
+-- commit's xid the checker first waits, bounded, until the transaction is visible;
 -- otherwise an entitled subscriber would sometimes lose the event.
+--
+-- DDL anywhere sends NOTIFY zora_realtime_ddl, and the endpoint forgets what it knew
+-- about tables (publication membership, RLS on or off, columns) and regenerates checkers.
 
 create or replace function realtime.zora_xact_visible(xid bigint) returns boolean
 language plpgsql volatile set search_path = '' as $$
@@ -26,20 +32,14 @@ begin
 end;
 $$;
 
-create or replace function realtime.zora_apply_rls(entity regclass, wal_record jsonb, identities jsonb,
-                                                   check_rows boolean default true, xid bigint default null)
-returns table (in_publication boolean, rls_enabled boolean, rec jsonb, cols jsonb, pk text[], visible int[])
-language plpgsql
-set search_path = ''
-as $$
+-- What the endpoint caches about a table, and the name of its checker (created here).
+create or replace function realtime.zora_table_info(entity regclass)
+returns table (in_publication boolean, rls_enabled boolean, cols jsonb, pk text[], checker text)
+language plpgsql set search_path = '' as $$
 declare
-    n int := coalesce(jsonb_array_length(identities), 0);
-    i int;
-    role_name text;
-    can_see boolean;
-    check_sql text;
-    pk_t text;
-    pk_r text;
+    tname text := entity::text;
+    pk_cond text;
+    body text;
 begin
     select exists (
         select 1 from pg_catalog.pg_publication_tables pt
@@ -56,60 +56,98 @@ begin
 
     select coalesce(array_agg(a.attname::text order by array_position(ix.indkey::int2[], a.attnum)), '{}')
     into pk
-    from pg_catalog.pg_index ix join pg_catalog.pg_attribute a on a.attrelid = ix.indrelid and a.attnum = any(ix.indkey)
+    from pg_catalog.pg_index ix
+    join pg_catalog.pg_attribute a on a.attrelid = ix.indrelid and a.attnum = any(ix.indkey)
     where ix.indrelid = entity and ix.indisprimary;
 
-    execute format('select pg_catalog.to_jsonb(r) from pg_catalog.jsonb_populate_record(null::%s, $1) r', entity)
-        using wal_record into rec;
+    if cardinality(pk) > 0 then
+        select string_agg(format('t.%I = r.%I', c, c), ' and ') into pk_cond from unnest(pk) c;
+    else
+        pk_cond := 'false';  -- no primary key: rows cannot be checked, so RLS tables deliver nothing
+    end if;
 
+    checker := format('realtime.%I', 'zora_chk_' || entity::oid);
+    body := format($fn$
+create or replace function %1$s(wal_record jsonb, identities jsonb, check_rows boolean, xid bigint)
+returns table (rec jsonb, visible int[]) language plpgsql set search_path = '' as $body$
+declare
+    r %2$s;
+    n int := coalesce(pg_catalog.jsonb_array_length(identities), 0);
+    i int;
+    role_name text;
+    current_role_name text := '';
+    can_see boolean;
+    may_select jsonb := '{}';
+begin
+    r := pg_catalog.jsonb_populate_record(null::%2$s, wal_record);
+    rec := pg_catalog.to_jsonb(r);
     visible := '{}';
-    if not in_publication or n = 0 then
+    if n = 0 then
         return next;
         return;
     end if;
-
-    if check_rows and rls_enabled and cardinality(pk) > 0 then
-        if xid is not null then
-            for i in 1 .. 500 loop  -- bounded: at most ~0.5 s, in practice a few microseconds
-                exit when realtime.zora_xact_visible(xid);
-                perform pg_catalog.pg_sleep(0.001);
-            end loop;
-        end if;
-        select string_agg(format('t.%I', c), ', '), string_agg(format('r.%I', c), ', ')
-        into pk_t, pk_r from unnest(pk) c;
-        check_sql := format(
-            'select exists (select 1 from %s t, pg_catalog.jsonb_populate_record(null::%s, $1) r where (%s) = (%s))',
-            entity, entity, pk_t, pk_r);
+    if xid is not null and check_rows and %3$s then
+        for i in 1 .. 500 loop  -- bounded: at most ~0.5 s, in practice a few microseconds
+            exit when realtime.zora_xact_visible(xid);
+            perform pg_catalog.pg_sleep(0.001);
+        end loop;
     end if;
-
     for i in 0 .. n - 1 loop
         role_name := identities -> i ->> 0;
-        if role_name is null or not pg_catalog.has_table_privilege(role_name, entity, 'SELECT') then
+        if role_name is null then
             continue;
         end if;
-        if check_sql is null then
-            -- no RLS on the table (or a DELETE: the row is gone): the SELECT grant decides
-            can_see := not (check_rows and rls_enabled);
+        if not may_select ? role_name then
+            may_select := may_select || pg_catalog.jsonb_build_object(role_name,
+                pg_catalog.has_table_privilege(role_name, %4$L::regclass, 'SELECT'));
+        end if;
+        if not (may_select ->> role_name)::boolean then
+            continue;
+        end if;
+        if not (check_rows and %3$s) then
+            can_see := true;  -- no RLS on the table, or a DELETE (the row is gone): the grant decides
         else
             begin
-                perform pg_catalog.set_config('role', role_name, true);
+                if role_name is distinct from current_role_name then
+                    perform pg_catalog.set_config('role', role_name, true);
+                    current_role_name := role_name;
+                end if;
                 perform pg_catalog.set_config('request.jwt.claims', (identities -> i -> 1)::text, true);
-                execute check_sql using wal_record into can_see;
-                perform pg_catalog.set_config('role', 'none', true);
+                can_see := exists (select 1 from %2$s t where %5$s);
             exception when others then
-                perform pg_catalog.set_config('role', 'none', true);
-                can_see := false;
+                can_see := false;  -- a policy that errors for this subscriber hides the row from them
+                current_role_name := '';
             end;
         end if;
         if can_see then
             visible := visible || i;
         end if;
     end loop;
+    perform pg_catalog.set_config('role', 'none', true);
+    return next;
+end;
+$body$;
+$fn$, checker, tname, case when rls_enabled then 'true' else 'false' end, tname, pk_cond);
+    execute body;
     return next;
 end;
 $$;
 
 alter function realtime.zora_xact_visible(bigint) owner to supabase_realtime_admin;
-alter function realtime.zora_apply_rls(regclass, jsonb, jsonb, boolean, bigint) owner to supabase_realtime_admin;
-revoke all on function realtime.zora_apply_rls(regclass, jsonb, jsonb, boolean, bigint) from public;
-grant execute on function realtime.zora_apply_rls(regclass, jsonb, jsonb, boolean, bigint) to supabase_realtime_admin;
+alter function realtime.zora_table_info(regclass) owner to supabase_realtime_admin;
+revoke all on function realtime.zora_table_info(regclass) from public;
+grant execute on function realtime.zora_table_info(regclass) to supabase_realtime_admin;
+
+-- DDL notifications (event triggers need a superuser; this file runs as postgres).
+create or replace function realtime.zora_notify_ddl() returns event_trigger
+language plpgsql as $$
+begin
+    -- function DDL changes nothing the endpoint caches (and its own checkers are functions)
+    if tg_tag not in ('CREATE FUNCTION', 'ALTER FUNCTION', 'DROP FUNCTION', 'CREATE PROCEDURE') then
+        perform pg_catalog.pg_notify('zora_realtime_ddl', tg_tag);
+    end if;
+end;
+$$;
+
+create event trigger zora_realtime_ddl on ddl_command_end execute function realtime.zora_notify_ddl();
+create event trigger zora_realtime_drop on sql_drop execute function realtime.zora_notify_ddl();
