@@ -38,7 +38,7 @@ def apply_base(conn: psycopg.Connection) -> list[str]:
     """
     if not _base_applied(conn):
         with conn.transaction():
-            conn.execute(BASE_SQL.read_text())  # type: ignore[call-overload]
+            conn.execute(BASE_SQL.read_text())
             conn.execute("insert into supabase_migrations.schema_migrations (version, name) values (%s, %s)",
                          (f"stack_{BASE_SQL.stem}", BASE_SQL.stem))
     done = {r[0] for r in conn.execute("select version from supabase_migrations.schema_migrations")}
@@ -48,7 +48,7 @@ def apply_base(conn: psycopg.Connection) -> list[str]:
         if version in done:
             continue
         with conn.transaction():
-            conn.execute(path.read_text())  # type: ignore[call-overload]
+            conn.execute(path.read_text())
             conn.execute("insert into supabase_migrations.schema_migrations (version, name) values (%s, %s)",
                          (version, path.stem))
         applied.append(path.name)
@@ -80,7 +80,7 @@ def apply_migrations(conn: psycopg.Connection, dirs: Iterable[Path]) -> list[str
         text = path.read_text()
         try:
             with conn.transaction():
-                conn.execute(text)  # type: ignore[call-overload]
+                conn.execute(text)
                 conn.execute(
                     "insert into supabase_migrations.schema_migrations (version, name, statements)"
                     " values (%s, %s, %s)",
@@ -98,7 +98,7 @@ def apply_sql_file(conn: psycopg.Connection, path: Path) -> None:
     """Run one SQL file (seed data) in a transaction."""
     try:
         with conn.transaction():
-            conn.execute(path.read_text())  # type: ignore[call-overload]
+            conn.execute(path.read_text())
     except psycopg.Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MigrationError(f"{path.name} failed: {first}") from e

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from stack.realtime.filters import Subscription, matches
 
 if TYPE_CHECKING:
-    from stack.realtime.wal import Change
     from stack.realtime.connection import Connection
+    from stack.realtime.wal import Change
 
 __all__ = ["Binding", "Channel", "Hub"]
 

@@ -308,3 +308,63 @@ def test_fuzzed_frames_leave_server_and_other_clients_fine(stack: EmbeddedStack)
         run(go())
 
     fuzz()
+
+
+def test_ddl_takes_effect_publication_and_rls(stack: EmbeddedStack) -> None:
+    """Removing a table from the publication stops its events; turning RLS off widens them at once."""
+    write(stack, """
+        create table if not exists rt_ddl (id bigserial primary key, owner uuid, note text);
+        alter table rt_ddl enable row level security;
+        drop policy if exists own on rt_ddl;
+        create policy own on rt_ddl for select to authenticated using (owner = auth.uid());
+        grant select on rt_ddl to authenticated;
+    """)
+    write(stack, "alter publication supabase_realtime add table rt_ddl")
+    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def go() -> None:
+        c = await RawClient.connect(ws_url(stack))
+        await c.join("realtime:ddl", {"postgres_changes": [{"event": "INSERT", "schema": "public",
+                                                           "table": "rt_ddl"}]}, token=user_token(stack, me))
+        write(stack, "insert into rt_ddl (owner, note) values (%s, 'mine'), (%s, 'theirs')", (me, other))
+        await c.wait(lambda f: len(c.changes()) == 1)
+        write(stack, "alter table rt_ddl disable row level security")
+        await asyncio.sleep(0.2)  # the DDL notification reaches the server
+        write(stack, "insert into rt_ddl (owner, note) values (%s, 'theirs-now-visible')", (other,))
+        await c.wait(lambda f: len(c.changes()) == 2)
+        write(stack, "alter publication supabase_realtime drop table rt_ddl")
+        await asyncio.sleep(0.2)
+        write(stack, "insert into rt_ddl (owner, note) values (%s, 'unpublished')", (me,))
+        await asyncio.sleep(0.5)
+        notes = [f.payload["data"]["record"]["note"] for f in c.changes()]
+        assert notes == ["mine", "theirs-now-visible"]
+        await c.close()
+    run(go())
+
+
+def test_select_columns_and_delete_payload(stack: EmbeddedStack) -> None:
+    async def go() -> None:
+        owner = str(uuid.uuid4())
+        c = await RawClient.connect(ws_url(stack))
+        await c.join("realtime:sel", {"postgres_changes": [
+            {"event": "INSERT", "schema": "public", "table": "rt_items", "select": ["id", "note"]},
+            {"event": "DELETE", "schema": "public", "table": "rt_items"}]}, token=user_token(stack, owner))
+        rid = write(stack, "insert into rt_items (owner, note) values (%s, 'sel') returning id", (owner,))[0][0]
+        ins = await c.wait(lambda f: f.event == "postgres_changes")
+        assert ins.payload["data"]["record"] == {"id": rid, "note": "sel"}
+        assert [col["name"] for col in ins.payload["data"]["columns"]] == ["id", "note"]
+        write(stack, "delete from rt_items where id = %s", (rid,))
+        dele = await c.wait(lambda f: f.event == "postgres_changes" and f.payload["data"]["type"] == "DELETE")
+        assert dele.payload["data"]["old_record"] == {"id": rid} and "record" not in dele.payload["data"]
+        await c.close()
+    run(go())
+
+
+def test_vsn2_array_frames(stack: EmbeddedStack) -> None:
+    async def go() -> None:
+        ws = await websockets.connect(ws_url(stack, vsn="2.0.0"))
+        await ws.send(json.dumps(["1", "1", "realtime:v2", "phx_join", {"config": {}}]))
+        reply = json.loads(await ws.recv())
+        assert reply[:4] == ["1", "1", "realtime:v2", "phx_reply"] and reply[4]["status"] == "ok"
+        await ws.close()
+    run(go())
