@@ -1,0 +1,17 @@
+"""Phoenix channels, client side: a sans-IO protocol and a thin asyncio transport."""
+
+from __future__ import annotations
+
+from harness.phoenix.aio import AsyncPhoenix
+from harness.phoenix.protocol import (
+           SUPABASE_JS_POLICY,
+           ChannelState,
+           Closed,
+           Message,
+           PhoenixProtocol,
+           ReconnectPolicy,
+           Reply,
+)
+
+__all__ = ["SUPABASE_JS_POLICY", "AsyncPhoenix", "ChannelState", "Closed", "Message", "PhoenixProtocol",
+           "ReconnectPolicy", "Reply"]

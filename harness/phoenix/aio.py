@@ -1,0 +1,129 @@
+"""asyncio transport for ``PhoenixProtocol``: a socket, a heartbeat, reconnect with backoff.
+
+It stamps every frame on arrival (the caller's clock) before anything else runs,
+so probe latencies do not include our own parsing. Every loop is bounded: the
+reconnect loop stops when ``close()`` is called or after ``max_reconnects``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+
+from harness.phoenix.protocol import SUPABASE_JS_POLICY, Closed, Message, PhoenixProtocol, ReconnectPolicy, Reply
+from stack.realtime.frames import VSN1
+
+__all__ = ["AsyncPhoenix"]
+
+Event = Reply | Message | Closed
+
+
+class AsyncPhoenix:
+    def __init__(self, url: str, *, policy: ReconnectPolicy = SUPABASE_JS_POLICY,
+                 on_event: Callable[[Event, int], None] | None = None,
+                 on_state: Callable[[str, int], None] | None = None,
+                 now: Callable[[], int] = time.perf_counter_ns, vsn: str = VSN1, max_reconnects: int = 1000) -> None:
+        self.url = url
+        self.policy = policy
+        self.proto = PhoenixProtocol(vsn)
+        self.on_event = on_event or (lambda e, t: None)
+        self.on_state = on_state or (lambda s, t: None)
+        self.now = now
+        self.max_reconnects = max_reconnects
+        self._ws: Any = None
+        self._waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._opened = asyncio.Event()
+        self._closing = False
+        self.state = "closed"
+
+    def _set_state(self, s: str) -> None:
+        self.state = s
+        self.on_state(s, self.now())
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.wait_for(self._opened.wait(), timeout)
+
+    async def _run(self) -> None:
+        tries = 0
+        while not self._closing and tries <= self.max_reconnects:
+            self._set_state("connecting")
+            try:
+                async with websockets.connect(self.url, max_size=None, ping_interval=None,
+                                              open_timeout=self.policy.push_timeout_s) as ws:
+                    self._ws = ws
+                    tries = 0
+                    self._set_state("open")
+                    self._opened.set()
+                    for data in self.proto.rejoin_all():
+                        await ws.send(data)
+                    beat = asyncio.get_running_loop().create_task(self._heartbeat(ws))
+                    try:
+                        async for data in ws:
+                            t = self.now()
+                            for ev in self.proto.receive(data):
+                                if isinstance(ev, Reply) and ev.ref in self._waiters:
+                                    fut = self._waiters.pop(ev.ref)
+                                    if not fut.done():
+                                        fut.set_result(ev)
+                                self.on_event(ev, t)
+                    finally:
+                        beat.cancel()
+            except (OSError, websockets.WebSocketException, TimeoutError):
+                pass
+            self._ws = None
+            self.proto.connection_lost()
+            for fut in self._waiters.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("connection lost"))
+            self._waiters.clear()
+            if self._closing:
+                break
+            self._set_state("closed")
+            tries += 1
+            await asyncio.sleep(self.policy.backoff(tries))
+        self._set_state("closed")
+
+    async def _heartbeat(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(self.policy.heartbeat_s)
+            data = self.proto.heartbeat()
+            if data is None:  # the last one went unanswered: a black hole, as supabase-js decides
+                self._set_state("heartbeat_timeout")
+                await ws.close()
+                return
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(data)
+
+    async def _request(self, ref: str, data: str | bytes, timeout: float | None) -> Reply:
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters[ref] = fut
+        await self._ws.send(data)
+        return await asyncio.wait_for(fut, timeout or self.policy.push_timeout_s)
+
+    async def join(self, topic: str, payload: dict[str, Any], timeout: float | None = None) -> Reply:
+        data = self.proto.join(topic, payload)
+        ref = self.proto.channels[topic].join_ref
+        assert ref is not None
+        return await self._request(ref, data, timeout)
+
+    async def push(self, topic: str, event: str, payload: Any, timeout: float | None = None) -> Reply:
+        ref, data = self.proto.push(topic, event, payload)
+        return await self._request(ref, data, timeout)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._runner, 5)
