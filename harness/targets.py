@@ -99,7 +99,7 @@ def from_env_file(path: Path) -> Target:
         text = Path(path).read_text()
     except OSError as e:
         raise TargetError(f"env file {path}: {e.strerror or e}") from e
-    e = parse_env_text(text)
-    return _check(e.get("API_URL") or e.get("SUPABASE_URL", ""), e.get("ANON_KEY") or e.get("SUPABASE_ANON_KEY", ""),
-                  e.get("SERVICE_ROLE_KEY") or e.get("SUPABASE_SERVICE_ROLE_KEY", ""), "env-file",
-                  e.get("DB_URL") or e.get("SUPABASE_DB_URL"))
+    v = parse_env_text(text)
+    return _check(v.get("API_URL") or v.get("SUPABASE_URL", ""), v.get("ANON_KEY") or v.get("SUPABASE_ANON_KEY", ""),
+                  v.get("SERVICE_ROLE_KEY") or v.get("SUPABASE_SERVICE_ROLE_KEY", ""), "env-file",
+                  v.get("DB_URL") or v.get("SUPABASE_DB_URL"))

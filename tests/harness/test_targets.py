@@ -31,7 +31,7 @@ def test_supabase_status_env_file(tmp_path: Path) -> None:
     ("env", "needle"),
     [
         ({}, "no URL"),
-        ({"SUPABASE_URL": "ftp://x"}, "not an http(s) URL"),
+        ({"SUPABASE_URL": "ftp://x"}, r"not an http\(s\) URL"),
         ({"SUPABASE_URL": "http://x"}, "no anon key"),
         ({"SUPABASE_URL": "http://x", "SUPABASE_ANON_KEY": "nope", "SUPABASE_SERVICE_ROLE_KEY": KEY}, "not a JWT"),
     ],
