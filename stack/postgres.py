@@ -60,13 +60,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a zombie has exited and only awaits its parent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
