@@ -34,7 +34,7 @@ def test_health_is_open(stack: EmbeddedStack) -> None:
 def test_oversize_body_413_and_server_stays_up(stack: EmbeddedStack) -> None:
     headers = {"apikey": stack.anon_key, "Content-Type": "application/json"}
     big = b'{"name":"' + b"x" * (stack.settings.max_body_bytes + 10) + b'"}'  # type: ignore[union-attr]
-    r = httpx.post(stack.api_url + "/rest/v1/products", content=big, headers=headers, timeout=10)
+    r = httpx.post(stack.api_url + "/auth/v1/signup", content=big, headers=headers, timeout=10)
     assert r.status_code == 413
     assert r.json() == {"message": "Request size limit exceeded"}
 
@@ -42,6 +42,6 @@ def test_oversize_body_413_and_server_stays_up(stack: EmbeddedStack) -> None:
         for _ in range(20):
             yield b"y" * 100_000
 
-    r = httpx.post(stack.api_url + "/rest/v1/products", content=chunks(), headers=headers, timeout=10)
+    r = httpx.post(stack.api_url + "/auth/v1/signup", content=chunks(), headers=headers, timeout=10)
     assert r.status_code == 413
     assert httpx.get(stack.api_url + "/auth/v1/health", timeout=5).status_code == 200
