@@ -49,6 +49,7 @@ async def as_caller(
     method: str = "GET",
     path: str = "/",
     headers: dict[str, str] | None = None,
+    read_only: bool = False,
 ) -> AsyncIterator[AsyncConnection]:
     """A connection inside a transaction that runs as ``role`` with ``claims``.
 
@@ -56,6 +57,8 @@ async def as_caller(
     PostgreSQL refuses the switch otherwise, which is the last line of defence.
     """
     async with pool.connection() as conn, conn.transaction():
+        if read_only:  # GET and HEAD, as PostgREST: a function that writes fails instead of writing
+            await conn.execute("set transaction read only")
         await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
         await conn.execute(
             "select set_config('request.jwt.claims', %s, true), set_config('request.method', %s, true),"
