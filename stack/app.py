@@ -12,6 +12,7 @@ from starlette.routing import Mount
 
 from stack import auth, rest
 from stack.db import Pools
+from stack.ddl import DdlWatch
 from stack.gateway import GatewayMiddleware
 from stack.realtime import server as realtime
 from stack.settings import StackSettings
@@ -23,12 +24,15 @@ def create_app(settings: StackSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pools = await Pools.open(settings.rest_dsn, settings.auth_dsn, settings.db_pool_size)
-        app.state.realtime = realtime.Realtime(settings, mode=settings.realtime_mode)
+        app.state.ddl = DdlWatch(settings.realtime_dsn)
+        await app.state.ddl.start()
+        app.state.realtime = realtime.Realtime(settings, mode=settings.realtime_mode, ddl=app.state.ddl)
         await app.state.realtime.start()
         try:
             yield
         finally:
             await app.state.realtime.stop()
+            await app.state.ddl.stop()
             await app.state.pools.close()
 
     app = Starlette(

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from stack import jwt
+from stack.ddl import DdlWatch
 from stack.realtime.changes import ChangeDispatcher
 from stack.realtime.connection import Connection, broadcast_from_api
 from stack.realtime.filters import Subscription
@@ -38,7 +39,8 @@ MODES = ("streaming", "hosted-polling")
 
 
 class Realtime:
-    def __init__(self, settings: StackSettings, mode: str = "streaming", slot: str | None = None) -> None:
+    def __init__(self, settings: StackSettings, mode: str = "streaming", slot: str | None = None,
+                 ddl: DdlWatch | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"realtime mode must be one of {', '.join(MODES)}")
         self.settings = settings
@@ -48,11 +50,14 @@ class Realtime:
         self.dispatcher = ChangeDispatcher(settings.realtime_dsn, self.hub)
         self.source: StreamingSource | PollingSource | None = None
         self._task: asyncio.Task[None] | None = None
-        self._ddl_task: asyncio.Task[None] | None = None
+        self._own_ddl = False
         self.accepting = False
         self.sockets: dict[Connection, WebSocket] = {}
         self._catalog: psycopg.AsyncConnection | None = None
         self._catalog_lock = asyncio.Lock()
+        self.ddl = ddl
+        if ddl is not None:
+            ddl.listeners.append(lambda: self.dispatcher.forget_tables())
 
     async def start(self) -> None:
         await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=True)
@@ -60,22 +65,12 @@ class Realtime:
         self.source = cls(self.settings.realtime_dsn, self.slot, self.dispatcher.on_transaction)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self.source.run(), name="realtime-wal")
-        self._ddl_task = loop.create_task(self._listen_ddl(), name="realtime-ddl")
+        if self.ddl is None:  # standalone use: watch DDL ourselves
+            self.ddl = DdlWatch(self.settings.realtime_dsn)
+            self.ddl.listeners.append(lambda: self.dispatcher.forget_tables())
+            await self.ddl.start()
+            self._own_ddl = True
         self.accepting = True
-
-    async def _listen_ddl(self) -> None:
-        """Forget cached table facts whenever DDL runs (publication, RLS flag, columns)."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.settings.realtime_dsn,
-                                                                 autocommit=True) as conn:
-                    await conn.execute("listen zora_realtime_ddl")
-                    self.dispatcher.forget_tables()  # whatever happened while we were not listening
-                    async for _ in conn.notifies():
-                        self.dispatcher.forget_tables()
-            except psycopg.Error:
-                self.dispatcher.forget_tables()
-                await asyncio.sleep(0.2)
 
     async def stop(self, drop: bool = True) -> None:
         self.accepting = False
@@ -86,12 +81,15 @@ class Realtime:
         self.sockets.clear()
         if self.source is not None:
             await self.source.stop()
-        for task in (self._task, self._ddl_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._task = self._ddl_task = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._own_ddl and self.ddl is not None:
+            await self.ddl.stop()
+            self.ddl = None
+            self._own_ddl = False
         await self.dispatcher.close()
         if self._catalog is not None:
             await self._catalog.close()

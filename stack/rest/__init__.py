@@ -77,14 +77,15 @@ class RestAPI:
             raise RestError(406, "PGRST106", "The schema must be one of the following: " + ", ".join(self.s.db_schemas))
         return name
 
-    async def _ensure(self, conn: psycopg.AsyncConnection, schema: str, table: str | None = None,
+    async def _ensure(self, request: Request, conn: psycopg.AsyncConnection, schema: str, table: str | None = None,
                       fn: str | None = None) -> None:
         found = True
         if table is not None:
             found = self.cache.relation(schema, table) is not None
         if fn is not None:
             found = bool(self.cache.function(schema, fn))
-        await self.cache.ensure(conn, found)
+        ddl = getattr(request.app.state, "ddl", None)
+        await self.cache.ensure(conn, found, ddl.generation if ddl is not None else None)
 
     @staticmethod
     def _spec(request: Request, fn_args: set[str] | None = None) -> ReadSpec:
@@ -182,7 +183,7 @@ class RestAPI:
 
         async def work(conn: psycopg.AsyncConnection, role: str) -> Response:
             schema = self._schema(request, write)
-            await self._ensure(conn, schema, table=name)
+            await self._ensure(request, conn, schema, table=name)
             b = Builder(self.cache, schema)
             rel = b.relation(name)
             prefs = _prefer(request)
@@ -224,8 +225,11 @@ class RestAPI:
                         applied.append(f"resolution={resolution}")
                     conflict = request.query_params.get("on_conflict")
                     cols = b.write_columns(rel, rows, request.query_params.get("columns"))
+                    missing_default = prefs.get("missing") == "default"
+                    if missing_default:
+                        applied.append("missing=default")
                     stmt = b.insert(rel, rows, cols, [c.strip() for c in conflict.split(",")] if conflict else None,
-                                    resolution, returning or ret == "headers-only")
+                                    resolution, returning or ret == "headers-only", missing_default)
                     status_rep = status_min = 201
                 else:
                     if not isinstance(payload, dict):
@@ -276,7 +280,7 @@ class RestAPI:
 
         async def work(conn: psycopg.AsyncConnection, role: str) -> Response:
             schema = self._schema(request, request.method == "POST")
-            await self._ensure(conn, schema, fn=fname)
+            await self._ensure(request, conn, schema, fn=fname)
             if request.method == "POST":
                 body = await self._json_body(request)
                 if not isinstance(body, dict):
@@ -315,7 +319,7 @@ class RestAPI:
 
     async def root(self, request: Request) -> Response:
         async def work(conn: psycopg.AsyncConnection, role: str) -> Response:
-            await self.cache.ensure(conn, True)
+            await self._ensure(request, conn, self.s.db_schemas[0])
             exposed = self.s.db_schemas[0]
             paths: dict[str, dict[str, Any]] = {
                 f"/{r.name}": {} for (schema, _), r in self.cache.relations.items() if schema == exposed}

@@ -22,6 +22,7 @@ class Column:
     type: str  # format_type(): usable in a cast, e.g. "numeric(10,2)", "uuid", "text[]"
     nullable: bool
     has_default: bool
+    default: str | None = None  # the catalog's default expression (pg_get_expr), for Prefer: missing=default
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,13 @@ select n.nspname, c.relname, c.relkind,
        coalesce(array_agg(format_type(a.atttypid, a.atttypmod) order by a.attnum) filter (where a.attnum > 0), '{}'),
        coalesce(array_agg(not a.attnotnull order by a.attnum) filter (where a.attnum > 0), '{}'),
        coalesce(array_agg(a.atthasdef order by a.attnum) filter (where a.attnum > 0), '{}'),
+       coalesce(array_agg(pg_get_expr(d.adbin, d.adrelid) order by a.attnum) filter (where a.attnum > 0), '{}'),
        coalesce((select array_agg(pa.attname::text order by array_position(ix.indkey::int2[], pa.attnum))
                  from pg_index ix join pg_attribute pa on pa.attrelid = ix.indrelid and pa.attnum = any(ix.indkey)
                  where ix.indrelid = c.oid and ix.indisprimary), '{}')
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
 left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+left join pg_attrdef d on d.adrelid = c.oid and d.adnum = a.attnum
 where n.nspname = any(%s) and c.relkind in ('r', 'v', 'm', 'p', 'f')
 group by n.nspname, c.relname, c.relkind, c.oid
 """
@@ -105,15 +108,16 @@ class SchemaCache:
         self.fks: list[ForeignKey] = []
         self.functions: dict[tuple[str, str], list[Function]] = {}
         self._loaded_at = 0.0
+        self._generation = -1
 
     async def load(self, conn: AsyncConnection) -> None:
         schemas = list(self.schemas)
         rels: dict[tuple[str, str], Relation] = {}
-        for nsp, name, kind, cols, types, nullable, hasdef, pk in await (
+        for nsp, name, kind, cols, types, nullable, hasdef, defaults, pk in await (
                 await conn.execute(RELATIONS_SQL, (schemas,))).fetchall():
             rel = Relation(nsp, name, kind, pk=tuple(pk))
-            for c, t, nl, d in zip(cols, types, nullable, hasdef, strict=True):
-                rel.columns[c] = Column(c, t, nl, d)
+            for c, t, nl, d, expr in zip(cols, types, nullable, hasdef, defaults, strict=True):
+                rel.columns[c] = Column(c, t, nl, d, expr)
             rels[(nsp, name)] = rel
         fks = [ForeignKey(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], tuple(r[6]))
                for r in await (await conn.execute(FKS_SQL, (schemas, schemas))).fetchall()]
@@ -130,10 +134,15 @@ class SchemaCache:
         self.relations, self.fks, self.functions = rels, fks, funcs
         self._loaded_at = time.monotonic()
 
-    async def ensure(self, conn: AsyncConnection, found: bool) -> bool:
-        """Reload if never loaded, or if a lookup missed and the cache is older than a second."""
-        if self._loaded_at == 0 or (not found and time.monotonic() - self._loaded_at > 1.0):
+    async def ensure(self, conn: AsyncConnection, found: bool, generation: int | None = None) -> bool:
+        """Reload when DDL ran since the last load (``generation`` from ``stack.ddl.DdlWatch``), when never
+        loaded, or, without a DDL watch, when a lookup missed and the cache is older than a second."""
+        stale = generation is not None and generation != self._generation
+        if self._loaded_at == 0 or stale or (generation is None and not found
+                                              and time.monotonic() - self._loaded_at > 1.0):
             await self.load(conn)
+            if generation is not None:
+                self._generation = generation
             return True
         return False
 

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import sql
 
 from stack.rest.errors import RestError, no_relationship, parse_error, unknown_column, unknown_table
-from stack.rest.grammar import Embed, Field, Filter, Logic, Order, Star
+from stack.rest.grammar import Embed, Field, Filter, Logic, Order, Star, split_top, unquote
 from stack.rest.schema_cache import ForeignKey, Function, Relation, SchemaCache
 
 __all__ = ["CASTS", "Builder", "ReadSpec"]
@@ -275,7 +275,7 @@ class Builder:
         return sql.SQL("SELECT {} AS total, count(pgrst_r) AS n, {} AS body FROM ({}) pgrst_r").format(total, body, q)
 
     def write_columns(self, rel: Relation, rows: list[dict[str, Any]], columns: str | None) -> list[str]:
-        names = [c.strip() for c in columns.split(",")] if columns else []
+        names = [unquote(c.strip()) for c in split_top(columns)] if columns else []
         if not names:
             seen: dict[str, None] = {}
             for r in rows:
@@ -288,11 +288,21 @@ class Builder:
         return names
 
     def insert(self, rel: Relation, rows: list[dict[str, Any]], cols: list[str], on_conflict: list[str] | None,
-               resolution: str | None, returning: bool) -> sql.Composed:
+               resolution: str | None, returning: bool, missing_default: bool = False) -> sql.Composed:
         a = self.alias()
         collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-        src = sql.SQL("SELECT {} FROM json_populate_recordset(NULL::{}, {}::json)").format(
-            collist, self.ident(rel), self.p(json.dumps(rows)))
+        if missing_default:  # a key absent from an object takes the column's default, not NULL
+            picks_list: list[sql.Composable] = []
+            for c in cols:
+                default = rel.columns[c].default
+                picks_list.append(sql.SQL(
+                    "CASE WHEN pgrst_e ? {} THEN (jsonb_populate_record(NULL::{}, pgrst_e)).{} ELSE {} END").format(
+                    sql.Literal(c), self.ident(rel), sql.Identifier(c), sql.SQL(default or "NULL")))
+            picks = sql.SQL(", ").join(picks_list)
+            src = sql.SQL("SELECT {} FROM jsonb_array_elements({}::jsonb) pgrst_e").format(picks, self.p(json.dumps(rows)))
+        else:
+            src = sql.SQL("SELECT {} FROM json_populate_recordset(NULL::{}, {}::json)").format(
+                collist, self.ident(rel), self.p(json.dumps(rows)))
         stmt = sql.SQL("INSERT INTO {} AS {} ({}) {}").format(self.ident(rel), sql.Identifier(a), collist, src) \
             if cols else sql.SQL("INSERT INTO {} AS {} DEFAULT VALUES").format(self.ident(rel), sql.Identifier(a))
         if resolution:
