@@ -219,6 +219,8 @@ class Cluster:
             # The kernel's parent-death signal follows the *thread* that forked: only use it from
             # the main thread; a server started elsewhere relies on the registry cleanup alone.
             preexec_fn=_set_pdeathsig if threading.current_thread() is threading.main_thread() else None,
+            # its own session: a terminal's Ctrl-C reaches us, and we stop the server in order
+            start_new_session=True,
             **self._user_kwargs(),  # type: ignore[call-overload]
         )
         log.close()

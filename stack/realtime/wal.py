@@ -180,7 +180,7 @@ class StreamingSource:
             args, env = self._command()
             self._proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-                limit=64 * 1024 * 1024)
+                limit=64 * 1024 * 1024, start_new_session=True)
             decoder = WalDecoder()
             got_any = False
             assert self._proc.stdout is not None
