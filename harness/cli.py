@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 __all__ = ["EXIT_NO_GO", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
@@ -56,7 +57,113 @@ def _parser() -> argparse.ArgumentParser:
                     help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
                          "every 100 ms and 500 ms when idle, as hosted Supabase Realtime does, to preview "
                          "production's latency tail")
+    gate = sub.add_parser("gate", help="run the flows against a target and give a GO / NO-GO verdict (exit code)")
+    gate.add_argument("--target", default="embedded",
+                      help="embedded (default: start the embedded stack), url (SUPABASE_URL / SUPABASE_ANON_KEY / "
+                           "SUPABASE_SERVICE_ROLE_KEY or the flags below), or a file written by `supabase status -o env`")
+    gate.add_argument("--url", help="Supabase API URL (with --target url)")
+    gate.add_argument("--anon-key", help="anon key (with --target url)")
+    gate.add_argument("--service-key", help="service-role key (with --target url)")
+    gate.add_argument("--criteria", type=Path, help="criteria file (default: fixtures/criteria.toml)")
+    gate.add_argument("--report-dir", type=Path, default=Path("reports"), help="where run directories go")
+    gate.add_argument("--rounds", type=int, default=3, help="how many times each flow runs (1-100)")
+    gate.add_argument("--settle", type=float, default=3.0, help="seconds to wait for late events (0-60)")
+    gate.add_argument("--skip-preflight", action="store_true", help="run the flows even if preflight finds problems")
+    gate.add_argument("--quiet", action="store_true", help="no progress lines")
+    analyze = sub.add_parser("analyze", help="re-check a stored run directory against the criteria")
+    analyze.add_argument("run_dir", type=Path)
+    analyze.add_argument("--criteria", type=Path, help="criteria file (default: fixtures/criteria.toml)")
     return p
+
+
+def _load_criteria(path: Path | None) -> list[Any]:
+    from harness.criteria import DEFAULT_CRITERIA, CriteriaError, load_criteria
+
+    try:
+        return load_criteria(path or DEFAULT_CRITERIA)
+    except CriteriaError as e:
+        raise UsageError(str(e)) from e
+
+
+def _print_verdict(verdict: object, run_dir: Path) -> None:
+    from harness.criteria import Verdict
+
+    assert isinstance(verdict, Verdict)
+    print(f"\n{verdict.label}  ({run_dir})")
+    for c, r in verdict.lines:
+        mark = {True: "pass   ", False: "FAIL   ", None: "unknown"}[r.valid]
+        print(f"  {mark} {c.id:<18} {r.summary}")
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from harness.gate import TargetUnreachable, run_gate
+    from harness.targets import TargetError, from_env, from_env_file
+
+    criteria = _load_criteria(args.criteria)
+    if not 1 <= args.rounds <= 100:
+        raise UsageError("--rounds must be between 1 and 100")
+    if not 0 <= args.settle <= 60:
+        raise UsageError("--settle must be between 0 and 60 seconds")
+    kw = {"rounds": args.rounds, "settle_s": args.settle, "skip_preflight": args.skip_preflight, "quiet": args.quiet,
+          "config": {"criteria": str(args.criteria or "fixtures/criteria.toml")}}
+    try:
+        if args.target == "embedded":
+            return _gate_embedded(criteria, args.report_dir, kw)
+        if args.target == "url":
+            target = from_env(url=args.url, anon=args.anon_key, service=args.service_key)
+        elif Path(args.target).is_file():
+            target = from_env_file(Path(args.target))
+        else:
+            raise UsageError(f"--target {args.target!r}: not embedded, url, or a readable env file")
+        result = run_gate(target, criteria, args.report_dir, **kw)
+    except TargetError as e:
+        raise UsageError(str(e)) from e
+    except TargetUnreachable as e:
+        print(f"zora-harness: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    _print_verdict(result.verdict, result.run_dir)
+    return EXIT_OK if result.verdict.go else EXIT_NO_GO
+
+
+def _gate_embedded(criteria: list[Any], report_dir: Path, kw: dict[str, Any]) -> int:
+    from harness.gate import run_gate
+    from harness.targets import Target
+    from stack.migrate import MigrationError
+    from stack.postgres import PostgresError
+    from stack.server import EmbeddedStack, StackError
+
+    stack = EmbeddedStack.from_fixtures(seed=False)
+    try:
+        try:
+            stack.start()
+        except (PostgresError, StackError, MigrationError) as e:
+            print(f"zora-harness: embedded stack failed to start: {e}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        target = Target("embedded", stack.api_url, stack.anon_key, stack.service_role_key, stack.superuser_dsn,
+                        name="embedded")
+        result = run_gate(target, criteria, report_dir, **kw)
+    finally:
+        stack.stop()
+    _print_verdict(result.verdict, result.run_dir)
+    return EXIT_OK if result.verdict.go else EXIT_NO_GO
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from harness.gate import judge
+    from harness.history import read_history
+    from harness.report import write_report
+
+    history = args.run_dir / "history.jsonl"
+    if not history.is_file():
+        raise UsageError(f"{args.run_dir}: no history.jsonl there (not a run directory)")
+    criteria = _load_criteria(args.criteria)
+    records, skipped = read_history(history)
+    verdict = judge(records, criteria)
+    write_report(args.run_dir, records, verdict)
+    if skipped:
+        print(f"note: {skipped} unreadable line(s) skipped (a run cut short?)", file=sys.stderr)
+    _print_verdict(verdict, args.run_dir)
+    return EXIT_OK if verdict.go else EXIT_NO_GO
 
 
 def _port_free(port: int) -> bool:
@@ -145,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "stack" and args.stack_command == "up":
             return _stack_up(args)
+        if args.command == "gate":
+            return _gate(args)
+        if args.command == "analyze":
+            return _analyze(args)
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as e:
         print(f"zora-harness: {e}", file=sys.stderr)

@@ -47,6 +47,7 @@ class EmbeddedStack:
     jwt_secret: str = ""
     jwt_exp: int = 3600
     realtime_mode: str = "streaming"
+    fault_delivery_delay_ms: int = 0
     cluster: Cluster | None = None
     settings: StackSettings | None = None
     _server: uvicorn.Server | None = None
@@ -127,6 +128,7 @@ class EmbeddedStack:
             realtime_dsn=self.role_dsn("supabase_realtime_admin"),
             jwt_exp=self.jwt_exp,
             realtime_mode=self.realtime_mode,
+            fault_delivery_delay_ms=self.fault_delivery_delay_ms,
         )
 
     def _start_server(self, timeout: float = 30.0) -> None:

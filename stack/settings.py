@@ -28,4 +28,5 @@ class StackSettings:
     db_schemas: tuple[str, ...] = ("public",)  # schemas REST exposes (PostgREST db-schemas)
     db_pool_size: int = 10
     realtime_mode: str = "streaming"  # or "hosted-polling": hosted Supabase's 100 ms / 500 ms idle cadence
+    fault_delivery_delay_ms: int = 0  # a fault for negative controls: hold every postgres_changes frame this long
     extra: dict[str, str] = field(default_factory=dict)

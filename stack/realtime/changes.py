@@ -49,9 +49,10 @@ class TableInfo:
 
 
 class ChangeDispatcher:
-    def __init__(self, dsn: str, hub: Hub) -> None:
+    def __init__(self, dsn: str, hub: Hub, delay_ms: int = 0) -> None:
         self.dsn = dsn
         self.hub = hub
+        self.delay_s = max(0, delay_ms) / 1000
         self._conn: psycopg.AsyncConnection | None = None
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._tables_at = 0.0
@@ -94,6 +95,8 @@ class ChangeDispatcher:
         for change in tx.changes:
             bindings = self.hub.candidates(change)
             if bindings:
+                if self.delay_s:  # injected fault (negative controls): a slow server
+                    await asyncio.sleep(self.delay_s)
                 await self._dispatch_retrying(tx, change, bindings)
 
     async def _dispatch_retrying(self, tx: Transaction, change: Change, bindings: list[Binding]) -> None:

@@ -47,7 +47,7 @@ class Realtime:
         self.mode = mode
         self.slot = slot or f"zora_realtime_{os.getpid()}"
         self.hub = Hub()
-        self.dispatcher = ChangeDispatcher(settings.realtime_dsn, self.hub)
+        self.dispatcher = ChangeDispatcher(settings.realtime_dsn, self.hub, settings.fault_delivery_delay_ms)
         self.source: StreamingSource | PollingSource | None = None
         self._task: asyncio.Task[None] | None = None
         self._own_ddl = False
@@ -100,7 +100,7 @@ class Realtime:
     async def restart(self, downtime: float = 0.0) -> None:
         await self.stop(drop=False)
         self.hub = Hub()
-        self.dispatcher = ChangeDispatcher(self.settings.realtime_dsn, self.hub)
+        self.dispatcher = ChangeDispatcher(self.settings.realtime_dsn, self.hub, self.settings.fault_delivery_delay_ms)
         if downtime > 0:
             await asyncio.sleep(downtime)
         await self.start()

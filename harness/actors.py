@@ -1,0 +1,151 @@
+"""Drivers: the customer, vendor and admin apps, writing through supabase-py as the apps write.
+
+Every write is an op in the history: ``invoke``, then ``ok`` (with the realtime events it must
+cause and who is entitled to each: ``expect``), ``fail`` (it definitely did not happen) or
+``info`` (outcome unknown, e.g. a timeout). The world (users, shops, products) is created per run
+and tagged with the run id; ``World.cleanup`` deletes only what this run created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase import Client, ClientOptions, create_client
+from supabase_auth.errors import AuthError
+
+from harness.run import Run
+
+__all__ = ["Actor", "World"]
+
+_op_ids = itertools.count(1)
+Expect = list[dict[str, Any]]
+
+
+def _client(url: str, key: str) -> Client:
+    return create_client(url, key, ClientOptions(auto_refresh_token=False, persist_session=False))
+
+
+class Actor:
+    """One app instance signed in as one user (a device)."""
+
+    def __init__(self, run: Run, name: str, email: str, password: str, uid: str) -> None:
+        self.run = run
+        self.name = name
+        self.email = email
+        self.password = password
+        self.uid = uid
+        self.client = _client(run.target.url, run.target.anon_key)
+        self.token = ""
+
+    async def sign_in(self) -> None:
+        r = await asyncio.to_thread(self.client.auth.sign_in_with_password,
+                                    {"email": self.email, "password": self.password})
+        assert r.session is not None
+        self.token = r.session.access_token
+
+    async def op(self, f: str, call: Callable[[Client], Any], expect: Callable[[Any], Expect] | None = None,
+                 **info: Any) -> Any:
+        op_id = next(_op_ids)
+        h = self.run.history
+        h.op(self.name, "invoke", f, op_id=op_id, **info)
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(call, self.client), 15)
+        except (APIError, AuthError) as e:
+            h.op(self.name, "fail", f, op_id=op_id, error=str(getattr(e, "message", e))[:300],
+                 code=str(getattr(e, "code", "")))
+            return None
+        except (TimeoutError, httpx.HTTPError) as e:
+            h.op(self.name, "info", f, op_id=op_id, error=f"{type(e).__name__}: {e}"[:300])
+            return None
+        data = getattr(result, "data", result)
+        h.op(self.name, "ok", f, op_id=op_id, expect=expect(data) if expect else [], result=_brief(data))
+        return data
+
+
+def _rows(data: Any) -> list[dict[str, Any]]:
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def _brief(data: Any) -> Any:
+    if isinstance(data, list):
+        return [{k: v for k, v in r.items() if k in ("id", "status", "quantity", "order_number")} for r in data[:5]
+                if isinstance(r, dict)]
+    return data if isinstance(data, str | int | float | bool | type(None)) else None
+
+
+@dataclass
+class World:
+    """The run's own users, shops and products."""
+
+    run: Run
+    admin_client: Client
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {id, email, password}
+    vendors: dict[str, str] = field(default_factory=dict)  # vendor actor name -> vendor id
+    products: dict[str, list[str]] = field(default_factory=dict)  # vendor name -> product ids
+
+    @classmethod
+    def for_run(cls, run: Run) -> World:
+        return cls(run, _client(run.target.url, run.target.service_role_key))
+
+    def _create_user(self, name: str, role: str) -> dict[str, Any]:
+        email = f"{name}-{self.run.run_id}@zora-harness.test"
+        password = secrets.token_urlsafe(12)
+        r = self.admin_client.auth.admin.create_user({
+            "email": email, "password": password, "email_confirm": True,
+            "user_metadata": {"full_name": f"{name} ({self.run.run_id})", "zora_harness_run": self.run.run_id}})
+        uid = r.user.id
+        if role != "customer":
+            self.admin_client.table("profiles").update({"role": role}).eq("id", uid).execute()
+        self.users[name] = {"id": uid, "email": email, "password": password}
+        return self.users[name]
+
+    def build(self, customers: int = 2, vendors: int = 2, products_per_vendor: int = 2) -> None:
+        self._create_user("admin", "admin")
+        for i in range(1, customers + 1):
+            self._create_user(f"customer-{i}", "customer")
+        for i in range(1, vendors + 1):
+            name = f"vendor-{i}"
+            u = self._create_user(name, "vendor")
+            v = self.admin_client.table("vendors").insert(
+                {"user_id": u["id"], "shop_name": f"Shop {i} {self.run.run_id}", "is_verified": True}).execute()
+            vid = str(_rows(v.data)[0]["id"])
+            self.vendors[name] = vid
+            rows = [{"vendor_id": vid, "name": f"Item {j} {self.run.run_id}", "price": 3.5 + j, "inventory": 500,
+                     "low_stock_threshold": 5} for j in range(products_per_vendor)]
+            created = self.admin_client.table("products").insert(rows).execute().data
+            self.products[name] = [str(p["id"]) for p in _rows(created)]
+
+    def actor(self, name: str, device: str | None = None) -> Actor:
+        u = self.users[name]
+        return Actor(self.run, f"{name}/{device}" if device else name, u["email"], u["password"], u["id"])
+
+    def cleanup(self) -> list[str]:
+        """Delete what this run created, and nothing else: rows reachable from the run's own users."""
+        problems: list[str] = []
+        ids = [u["id"] for u in self.users.values()]
+        if not ids:
+            return problems
+        steps = [
+            ("orders", lambda t: t.delete().in_("user_id", ids)),
+            ("conversations", lambda t: t.delete().in_("customer_id", ids)),
+            ("vendor_applications", lambda t: t.delete().in_("user_id", ids)),
+            ("products", lambda t: t.delete().in_("vendor_id", list(self.vendors.values()) or ["-"])),
+        ]
+        for table, action in steps:
+            try:
+                action(self.admin_client.table(table)).execute()
+            except APIError as e:
+                problems.append(f"cleanup {table}: {e.message}")
+        for name, u in self.users.items():
+            try:
+                self.admin_client.auth.admin.delete_user(u["id"])
+            except AuthError as e:
+                problems.append(f"cleanup user {name}: {e.message}")
+        return problems

@@ -1,0 +1,152 @@
+"""``zora-harness gate``: preflight, then the flows, then the verdict. Exit code = verdict.
+
+Preflight first: keys work, and (when the database is reachable) the publication holds the
+tables the apps subscribe to, RLS is on, the triggers exist. A target that fails preflight gets a
+NO-GO naming what is missing, without running anything. Then the run builds its own world,
+starts the probes, runs every flow ``rounds`` times, waits a bounded settle window, cleans up its
+own rows and judges the history against the criteria.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from harness.actors import World
+from harness.checks import Result
+from harness.criteria import Criterion, Verdict, evaluate
+from harness.flows import FLOWS, Scene
+from harness.history import read_history
+from harness.report import write_report
+from harness.run import Run
+from harness.targets import Target
+
+__all__ = ["GateResult", "TargetUnreachable", "preflight", "run_gate"]
+
+TABLES = ("orders", "order_items", "products", "vendors", "cart_items", "notifications", "reviews", "profiles",
+          "conversations", "messages")
+TRIGGERS = {"on_new_order": "orders", "on_order_status_change": "orders",
+            "on_vendor_application_review": "vendor_applications", "on_low_stock": "products",
+            "on_auth_user_created": "users"}
+
+
+class TargetUnreachable(RuntimeError):
+    """The target does not answer; one line for the user, exit 3."""
+
+
+@dataclass
+class GateResult:
+    verdict: Verdict
+    run_dir: Path
+
+
+def _say(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"  {time.strftime('%H:%M:%S')}  {msg}", file=sys.stderr, flush=True)
+
+
+def preflight(target: Target) -> list[str]:
+    """What is missing or broken, as sentences; an empty list means ready."""
+    problems: list[str] = []
+    try:
+        r = httpx.get(f"{target.url}/auth/v1/settings", headers={"apikey": target.anon_key}, timeout=10)
+    except httpx.HTTPError as e:
+        raise TargetUnreachable(f"target {target.url} unreachable: {type(e).__name__}") from e
+    if r.status_code == 401:
+        problems.append("the anon key is refused by the target")
+    r = httpx.get(f"{target.url}/auth/v1/admin/users?per_page=1", timeout=10,
+                  headers={"apikey": target.service_role_key, "Authorization": f"Bearer {target.service_role_key}"})
+    if r.status_code != 200:
+        problems.append(f"the service-role key is refused by the target (admin API answered {r.status_code})")
+    if not target.db_url:
+        return problems
+    try:
+        with psycopg.connect(target.db_url, connect_timeout=10) as c:
+            published = {row[0] for row in c.execute(
+                "select tablename from pg_publication_tables where pubname = 'supabase_realtime'"
+                " and schemaname = 'public'")}
+            missing = [t for t in TABLES if t not in published]
+            if missing:
+                problems.append(f"publication supabase_realtime lacks: {', '.join(missing)}")
+            no_rls = [row[0] for row in c.execute(
+                "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'"
+                " and relname = any(%s) and not relrowsecurity", (list(TABLES),))]
+            if no_rls:
+                problems.append(f"row level security is off on: {', '.join(sorted(no_rls))}")
+            present = {row[0] for row in c.execute("select tgname from pg_trigger where not tgisinternal")}
+            absent = [f"{t} (on {tbl})" for t, tbl in TRIGGERS.items() if t not in present]
+            if absent:
+                problems.append(f"triggers missing: {', '.join(absent)}")
+    except psycopg.OperationalError as e:
+        problems.append(f"database unreachable for preflight: {str(e).strip().splitlines()[0]}")
+    return problems
+
+
+async def _run_flows(run: Run, rounds: int, settle_s: float, quiet: bool) -> list[str]:
+    world = World.for_run(run)
+    notes: list[str] = []
+    await asyncio.to_thread(world.build)
+    _say(f"world built: {len(world.users)} users, {len(world.vendors)} shops (run {run.run_id})", quiet)
+    scene = Scene(run, world)
+    try:
+        await scene.start()
+        _say(f"{len(scene.probes)} probes live ({sum(len(p.live) for p in scene.probes.values())} channels)", quiet)
+        for r in range(rounds):
+            for flow in FLOWS:
+                await flow(scene, r)
+            _say(f"round {r + 1}/{rounds} done", quiet)
+        await asyncio.sleep(settle_s)  # the settle window: what has not arrived by now is unseen
+    finally:
+        await scene.stop()
+        notes += await asyncio.to_thread(world.cleanup)
+        _say("cleaned up this run's rows" + (f" ({len(notes)} problems)" if notes else ""), quiet)
+    return notes
+
+
+def run_gate(target: Target, criteria: list[Criterion], report_root: Path, rounds: int = 3, settle_s: float = 3.0,
+             skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None) -> GateResult:
+    run = Run.create(target, report_root, {"rounds": rounds, "settle_s": settle_s, **(config or {})})
+    _say(f"run {run.run_id} -> {run.dir}", quiet)
+    problems = [] if skip_preflight else preflight(target)
+    run.history.meta(preflight=problems)
+    notes: list[str] = []
+    if problems:
+        _say("preflight: NO-GO: " + "; ".join(problems), quiet)
+    else:
+        _say("preflight ok" if not skip_preflight else "preflight skipped", quiet)
+        try:
+            notes = asyncio.run(_run_flows(run, rounds, settle_s, quiet))
+        except Exception as e:  # a crashed run still leaves its history and a verdict
+            run.history.meta(error=f"{type(e).__name__}: {e}")
+            notes.append(f"run aborted: {type(e).__name__}: {e}")
+    run.history.meta(notes=notes)
+    run.history.close()
+    records, _ = read_history(run.dir / "history.jsonl")
+    verdict = judge(records, criteria)
+    write_report(run.dir, records, verdict)
+    return GateResult(verdict, run.dir)
+
+
+def judge(records: list[dict[str, Any]], criteria: list[Criterion]) -> Verdict:
+    """Criteria, plus preflight and run errors recorded in the history (they alone make a NO-GO)."""
+    verdict = evaluate(records, criteria)
+    for r in records:
+        if r.get("kind") != "meta":
+            continue
+        if r.get("preflight"):
+            c = Criterion(id="preflight", title="The target is set up as the apps need it", kind="preflight")
+            verdict.lines.insert(0, (c, Result("preflight", False, value=len(r["preflight"]),
+                                               summary="; ".join(r["preflight"]))))
+            verdict.go = False
+        if r.get("error"):
+            c = Criterion(id="run", title="The run completed", kind="run")
+            verdict.lines.insert(0, (c, Result("run", False, summary=str(r["error"]))))
+            verdict.go = False
+    return verdict
