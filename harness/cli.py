@@ -96,7 +96,7 @@ def _print_verdict(verdict: object, run_dir: Path) -> None:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from harness.gate import TargetUnreachable, run_gate
+    from harness.gate import TargetRefused, TargetUnreachable, run_gate
     from harness.targets import TargetError, from_env, from_env_file
 
     criteria = _load_criteria(args.criteria)
@@ -116,7 +116,7 @@ def _gate(args: argparse.Namespace) -> int:
         else:
             raise UsageError(f"--target {args.target!r}: not embedded, url, or a readable env file")
         result = run_gate(target, criteria, args.report_dir, **kw)
-    except TargetError as e:
+    except (TargetError, TargetRefused) as e:
         raise UsageError(str(e)) from e
     except TargetUnreachable as e:
         print(f"zora-harness: {e}", file=sys.stderr)

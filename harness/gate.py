@@ -28,7 +28,7 @@ from harness.report import write_report
 from harness.run import Run
 from harness.targets import Target
 
-__all__ = ["GateResult", "TargetUnreachable", "preflight", "run_gate"]
+__all__ = ["GateResult", "TargetRefused", "TargetUnreachable", "preflight", "run_gate"]
 
 TABLES = ("orders", "order_items", "products", "vendors", "cart_items", "notifications", "reviews", "profiles",
           "conversations", "messages")
@@ -39,6 +39,10 @@ TRIGGERS = {"on_new_order": "orders", "on_order_status_change": "orders",
 
 class TargetUnreachable(RuntimeError):
     """The target does not answer; one line for the user, exit 3."""
+
+
+class TargetRefused(ValueError):
+    """The target answers but refuses our keys: a configuration error, exit 2."""
 
 
 @dataclass
@@ -57,14 +61,15 @@ def preflight(target: Target) -> list[str]:
     problems: list[str] = []
     try:
         r = httpx.get(f"{target.url}/auth/v1/settings", headers={"apikey": target.anon_key}, timeout=10)
+        if r.status_code in (401, 403):
+            raise TargetRefused(f"target {target.url} refuses the anon key (HTTP {r.status_code})")
+        r = httpx.get(f"{target.url}/auth/v1/admin/users?per_page=1", timeout=10,
+                      headers={"apikey": target.service_role_key,
+                               "Authorization": f"Bearer {target.service_role_key}"})
+        if r.status_code in (401, 403):
+            raise TargetRefused(f"target {target.url} refuses the service-role key (HTTP {r.status_code})")
     except httpx.HTTPError as e:
         raise TargetUnreachable(f"target {target.url} unreachable: {type(e).__name__}") from e
-    if r.status_code == 401:
-        problems.append("the anon key is refused by the target")
-    r = httpx.get(f"{target.url}/auth/v1/admin/users?per_page=1", timeout=10,
-                  headers={"apikey": target.service_role_key, "Authorization": f"Bearer {target.service_role_key}"})
-    if r.status_code != 200:
-        problems.append(f"the service-role key is refused by the target (admin API answered {r.status_code})")
     if not target.db_url:
         return problems
     try:
@@ -114,7 +119,12 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
              skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None) -> GateResult:
     run = Run.create(target, report_root, {"rounds": rounds, "settle_s": settle_s, **(config or {})})
     _say(f"run {run.run_id} -> {run.dir}", quiet)
-    problems = [] if skip_preflight else preflight(target)
+    try:
+        problems = [] if skip_preflight else preflight(target)
+    except (TargetRefused, TargetUnreachable) as e:
+        run.history.meta(error=str(e))
+        run.history.close()  # what was written stays: config, environment, the history so far
+        raise
     run.history.meta(preflight=problems)
     notes: list[str] = []
     if problems:

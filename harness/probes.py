@@ -55,10 +55,11 @@ class Probe:
                 h.obs(self.name, "system", t=t, channel=ev.topic, status=ev.payload.get("status"),
                       message=ev.payload.get("message"))
                 if ev.payload.get("extension") == "postgres_changes":
-                    if ev.payload.get("status") == "ok":
-                        self.live.setdefault(ev.topic, asyncio.Event()).set()
-                    else:
+                    if ev.payload.get("status") != "ok":
+                        # the app would carry on without these events: so do we, and the checkers notice
                         self.errors.append(f"{ev.topic}: {ev.payload.get('message')}")
+                        h.obs(self.name, "subscription_error", t=t, channel=ev.topic, message=ev.payload.get("message"))
+                    self.live.setdefault(ev.topic, asyncio.Event()).set()
         elif isinstance(ev, Closed):
             h.obs(self.name, "closed", t=t, channel=ev.topic, reason=ev.reason)
 
@@ -87,7 +88,7 @@ class Probe:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.live.values())), timeout)
         except TimeoutError as e:
             raise RuntimeError(f"probe {self.name}: subscriptions not live in {timeout:.0f}s: {self.errors}") from e
-        self.run.history.obs(self.name, "live", channels=len(self.live))
+        self.run.history.obs(self.name, "live", channels=len(self.live), errors=self.errors)
 
     async def stop(self) -> None:
         if self.client is not None:

@@ -1,0 +1,146 @@
+"""The gate against the embedded stack: GO when healthy, NO-GO naming the right criterion when broken.
+
+A gate that cannot fail is a defect: each negative control breaks the stack one way and checks the
+verdict names what broke.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from harness.criteria import Verdict, load_criteria
+from harness.gate import run_gate
+from harness.targets import Target
+from stack.server import EmbeddedStack
+
+ROOT = Path(__file__).resolve().parents[2]
+CRITERIA = load_criteria()
+
+
+def gate(stack: EmbeddedStack, tmp: Path, skip_preflight: bool = False) -> tuple[Verdict, Path]:
+    target = Target("embedded", stack.api_url, stack.anon_key, stack.service_role_key, stack.superuser_dsn,
+                    name="embedded")
+    r = run_gate(target, CRITERIA, tmp, rounds=1, settle_s=1.5, skip_preflight=skip_preflight, quiet=True)
+    return r.verdict, r.run_dir
+
+
+def failing(v: Verdict) -> dict[str, str]:
+    return {c.id: r.summary for c, r in v.failing()}
+
+
+@pytest.fixture
+def fresh() -> Iterator[EmbeddedStack]:
+    with EmbeddedStack.from_fixtures(seed=False) as s:
+        yield s
+
+
+def break_db(stack: EmbeddedStack, statements: str) -> None:
+    with psycopg.connect(stack.superuser_dsn, autocommit=True) as c:
+        c.execute(statements)
+
+
+def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    v, run_dir = gate(fresh, tmp_path)
+    assert v.go, failing(v)
+    for name in ("history.jsonl", "config.json", "environment.json", "results.json", "verdict.md", "junit.xml",
+                 "charts/latency_cdf.png", "charts/delivery_matrix.png"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "results.json").read_text())["verdict"] == "GO"
+    # no secret anywhere in what the run wrote
+    secrets = [fresh.service_role_key, fresh.settings.jwt_secret]  # type: ignore[union-attr]
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            for s in secrets:
+                assert s.encode() not in data, f"secret in {f.name}"
+    # analyze re-checks the stored history and agrees
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", str(run_dir)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip().startswith("GO")
+
+
+def test_table_removed_from_publication(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    break_db(fresh, "alter publication supabase_realtime drop table public.orders")
+    v, _ = gate(fresh, tmp_path)
+    assert not v.go and "publication supabase_realtime lacks: orders" in failing(v)["preflight"]
+    v, _ = gate(fresh, tmp_path, skip_preflight=True)  # the checkers see it too, not only the preflight
+    assert not v.go and "delivery" in failing(v) and "unseen" in failing(v)["delivery"]
+
+
+def test_rls_hiding_orders_from_the_vendor(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    break_db(fresh, """drop policy orders_select on public.orders;
+        create policy orders_select on public.orders for select to authenticated
+        using (user_id = auth.uid() or public.is_admin());""")
+    v, run_dir = gate(fresh, tmp_path)
+    f = failing(v)
+    assert not v.go and "delivery" in f
+    evidence = json.loads((run_dir / "results.json").read_text())
+    lines = {c["criterion"]: c for c in evidence["criteria"]}
+    assert lines["delivery"]["details"]["per_probe"]["vendor-1/portal"]["unseen"] > 0
+    assert lines["delivery"]["details"]["per_probe"]["customer-1/phone"]["unseen"] == 0
+
+
+def test_status_change_trigger_dropped(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    break_db(fresh, "drop trigger on_order_status_change on public.orders")
+    v, _ = gate(fresh, tmp_path)
+    assert not v.go and "on_order_status_change" in failing(v)["preflight"]
+    v, run_dir = gate(fresh, tmp_path, skip_preflight=True)
+    assert not v.go and "delivery" in failing(v)
+    lines = {c["criterion"]: c for c in json.loads((run_dir / "results.json").read_text())["criteria"]}
+    missed = lines["delivery"]["details"]["per_criterion"]["notification"]
+    assert missed["unseen"] + missed["lost"] > 0  # lost: a later notification of the same writer did arrive
+
+
+def test_rls_leaking_other_customers_orders_shows_as_unexpected(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    break_db(fresh, """drop policy orders_select on public.orders;
+        create policy orders_select on public.orders for select to authenticated using (true);""")
+    v, _ = gate(fresh, tmp_path)
+    f = failing(v)
+    assert not v.go and "no_leaks" in f and re.search(r"[1-9]\d* unexpected", f["no_leaks"])
+
+
+def test_artificial_delay_above_budget(tmp_path: Path) -> None:
+    with EmbeddedStack.from_fixtures(seed=False, fault_delivery_delay_ms=700) as slow:
+        v, _ = gate(slow, tmp_path)
+    f = failing(v)
+    assert not v.go and "status_everywhere" in f and "realtime_latency" in f
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["gate", "--target", "nowhere"], 2, "not embedded, url, or a readable env file"),
+        (["gate", "--target", "url", "--url", "http://127.0.0.1:1", "--anon-key", "a.b.c", "--service-key", "a.b.c"],
+         3, "unreachable"),
+        (["gate", "--criteria", "/nonexistent.toml"], 2, "not found"),
+        (["gate", "--rounds", "0"], 2, "--rounds"),
+        (["analyze", "/nonexistent"], 2, "not a run directory"),
+    ],
+)
+def test_bad_usage(args: list[str], code: int, needle: str, tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "harness.cli", *args, *(["--report-dir", str(tmp_path)]
+                        if args[0] == "gate" else [])], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == code, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith("zora-harness:")]) == 1
+
+
+def test_wrong_key_is_a_configuration_error_and_the_history_stays(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    from stack import jwt
+
+    forged = jwt.make_api_key("service_role", "w" * 40)
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "gate", "--target", "url", "--url", fresh.api_url,
+                        "--anon-key", fresh.anon_key, "--service-key", forged, "--report-dir", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "refuses the service-role key" in r.stderr and "Traceback" not in r.stderr
+    [run_dir] = list(tmp_path.iterdir())
+    assert (run_dir / "history.jsonl").read_text().count("\n") >= 2
+    assert forged.encode() not in (run_dir / "config.json").read_bytes()
