@@ -180,6 +180,16 @@ async def low_stock(s: Scene, round_: int) -> None:
                              ["vendor-1/portal", *s.c1_devices], "realtime")])
 
 
+async def product_update(s: Scene, round_: int) -> None:
+    """000 §3.2: an admin updates a product; the vendor portal and the customers' apps see it."""
+    admin = s.actors["admin/dashboard"]
+    pid = s.world.products["vendor-1"][0]
+    price = round(9.5 + round_, 2)
+    await admin.op("update_product", lambda c: c.table("products").update({"price": price}).eq("id", pid).execute(),
+                   lambda d: [ev("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]},
+                                 ["vendor-1/portal", *s.c1_devices], "realtime")])
+
+
 async def vendor_approval(s: Scene, round_: int) -> None:
     """000 §2.2 example 3: the admin approves; a trigger creates the vendor and notifies the applicant."""
     if round_ != 0:
@@ -217,4 +227,4 @@ async def announcement(s: Scene, round_: int) -> None:
                    lambda _: [ev("broadcast:announcement", "BROADCAST", {"id": mid}, list(s.probes), "realtime")])
 
 
-FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, vendor_approval, announcement]
+FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, product_update, vendor_approval, announcement]

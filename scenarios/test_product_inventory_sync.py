@@ -1,0 +1,11 @@
+"""000 §3.2: product and inventory changes reach the vendor portal and the customers' apps."""
+
+from harness.flows import low_stock, product_update
+
+
+def test_product_and_inventory_sync(zora) -> None:  # noqa: ANN001
+    zora.run(product_update(zora.scene, 0))
+    zora.run(low_stock(zora.scene, 0))
+    zora.run(product_update(zora.scene, 1))
+    zora.settle()
+    zora.check("realtime_latency", "delivery", "no_leaks", "ordering")
