@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import resource
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,24 +25,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stack_process import StackProcess  # noqa: E402
 from harness.checks.latency import percentile  # noqa: E402
 from harness.phoenix import AsyncPhoenix, ReconnectPolicy  # noqa: E402
-
-
-def start_stack() -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "stack", "up", "--port", "0", "--env", "--no-seed",
-                             "--jwt-secret", secrets.token_urlsafe(48)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    while "SUPABASE_SERVICE_ROLE_KEY" not in env:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("stack failed to start")
-        m = re.match(r'^([A-Z_]+)="(.*)"$', line.strip())
-        if m:
-            env[m.group(1)] = m.group(2)
-    return proc, env
 
 
 async def loop_lag(seconds: float) -> list[float]:
@@ -97,9 +79,10 @@ async def main() -> None:
     ap.add_argument("--max", type=int, default=3000)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    proc, env = start_stack()
+    stack = StackProcess("--no-seed", "--jwt-secret", secrets.token_urlsafe(48))
+    env = stack.env
     best = 0
     try:
         print("probe capacity: subscriptions held by one harness process vs the delay it adds (ms)")
@@ -113,8 +96,7 @@ async def main() -> None:
             best = n
         print(f"  held with p99 added delay <= 1 ms: {best} subscriptions (goal >= 2,000)")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        stack.stop()
 
 
 if __name__ == "__main__":

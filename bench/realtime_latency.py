@@ -27,11 +27,8 @@ import calendar
 import json
 import multiprocessing as mp
 import os
-import re
 import resource
 import secrets
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -44,6 +41,7 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stack_process import StackProcess  # noqa: E402
 from stack import jwt  # noqa: E402
 
 SETUP_SQL = """
@@ -65,23 +63,10 @@ alter publication supabase_realtime add table public.bench_items;
 
 
 # -- the stack, in its own process ----------------------------------------------------------------
-class StackProcess:
+class BenchStack(StackProcess):
     def __init__(self, mode: str) -> None:
         self.secret = secrets.token_urlsafe(48)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "stack", "up", "--port", "0", "--env", "--no-seed",
-             "--jwt-secret", self.secret, "--realtime-mode", mode],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.env: dict[str, str] = {}
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while "SUPABASE_SERVICE_ROLE_KEY" not in self.env and time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("stack failed: " + (self.proc.stderr.read() if self.proc.stderr else ""))
-            m = re.match(r'^([A-Z_]+)="(.*)"$', line.strip())
-            if m:
-                self.env[m.group(1)] = m.group(2)
+        super().__init__("--no-seed", "--jwt-secret", self.secret, "--realtime-mode", mode)
         with psycopg.connect(self.env["DB_URL"], autocommit=True) as c:
             c.execute(SETUP_SQL)
         self.ws = self.env["REALTIME_URL"] + f"/websocket?apikey={self.env['ANON_KEY']}&vsn=1.0.0"
@@ -90,13 +75,6 @@ class StackProcess:
         now = int(time.time())
         return jwt.encode({"sub": sub, "role": "authenticated", "aud": "authenticated", "iat": now,
                            "exp": now + 3600}, self.secret)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 # -- the writer, in its own process ----------------------------------------------------------------
@@ -152,7 +130,7 @@ def _commit_ns(ts: str) -> int:
     return sec * 1_000_000_000 + int(frac) * 1000
 
 
-async def _run_sub(stack: StackProcess, sub: Sub, filtered: bool, stop: asyncio.Event) -> None:
+async def _run_sub(stack: BenchStack, sub: Sub, filtered: bool, stop: asyncio.Event) -> None:
     async with websockets.connect(stack.ws, max_size=None, ping_interval=None) as ws:
         sub.ws = ws
         pg = {"event": "INSERT", "schema": "public", "table": "bench_items"}
@@ -177,10 +155,10 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
-async def scenario(stack: StackProcess, n_subs: int, filtered: bool, rate: float, seconds: float,
+async def scenario(stack: BenchStack, n_subs: int, filtered: bool, rate: float, seconds: float,
                    idle_gap: float = 0.0) -> dict[str, float]:
     subs = [Sub(user=str(uuid.uuid4())) for _ in range(n_subs)]
     stop = asyncio.Event()
@@ -235,7 +213,7 @@ async def main() -> None:
     ap.add_argument("--mode", default="streaming", choices=("streaming", "hosted-polling"))
     args = ap.parse_args()
     secs = 4 if args.quick else 10
-    stack = StackProcess(args.mode)
+    stack = BenchStack(args.mode)
     try:
         print(f"realtime commit->deliver latency, mode={args.mode}, {os.cpu_count()} cores, ms")
         print(f"  {'scenario':<44} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  {'delivered':>9}  rate")

@@ -10,10 +10,7 @@ the gateway, JWT check, role switch, RLS and JSON rendering. Percentiles are exa
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stack_process import StackProcess  # noqa: E402
 from harness.checks.latency import percentile  # noqa: E402
 from stack import jwt  # noqa: E402
 
@@ -31,22 +29,7 @@ VERA = "00000000-0000-4000-b000-000000000011"
 KALE = "00000000-0000-4000-c000-000000000101"
 
 
-def start_stack(secret: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "stack", "up", "--port", "0", "--env",
-                             "--jwt-secret", secret], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    while "SUPABASE_SERVICE_ROLE_KEY" not in env:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("stack failed to start")
-        m = re.match(r'^([A-Z_]+)="(.*)"$', line.strip())
-        if m:
-            env[m.group(1)] = m.group(2)
-    return proc, env
-
-
-def timed(n: int, fn) -> list[float]:  # noqa: ANN001
+def timed(n: int, fn) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
@@ -61,7 +44,8 @@ def main() -> None:
     args = ap.parse_args()
     n = max(10, min(args.n, 20_000))
     secret = secrets.token_urlsafe(48)
-    proc, env = start_stack(secret)
+    stack = StackProcess("--jwt-secret", secret)
+    env = stack.env
     try:
         now = int(time.time())
         tok = jwt.encode({"sub": ALICE, "role": "authenticated", "aud": "authenticated", "iat": now,
@@ -88,8 +72,7 @@ def main() -> None:
                          ("order insert (RLS check, trigger notification, representation)", inserts)):
             print(f"  {label:<66} p50 {percentile(v, 50):6.2f}  p99 {percentile(v, 99):6.2f}  max {max(v):7.2f}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stack.stop()
 
 
 if __name__ == "__main__":
