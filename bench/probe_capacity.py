@@ -1,100 +1,207 @@
 """How many subscriptions one harness process holds while the delay it adds stays <= 1 ms at p99.
 
-    .venv/bin/python bench/probe_capacity.py [--max 3000]
+    .venv/bin/python bench/probe_capacity.py [--max 4000] [--rate 200] [--seconds 6]
 
-The stack runs in its own process. This process opens N probe sockets (our asyncio Phoenix client,
-as the gate's probes), each joined to a channel with a postgres_changes subscription and the
-announcement broadcast, while the stack broadcasts to all of them twice a second. The delay the
-harness adds is how late its event loop gets to anything that is ready (a frame that arrived, a
-timer that fired): a 1 ms ticker measures it, exact percentiles over the measuring window.
-Goal (issue "Harness core"): >= 2,000 subscriptions at p99 <= 1 ms.
+What runs where:
+* the stack (`zora-harness stack up`) in its own process;
+* a traffic generator in its own process, open loop: broadcast messages at ``--rate`` per second,
+  each to one probe's own topic picked at random (events for one subscriber at a time, as the
+  apps' filtered subscriptions get them), stamped with the intended send time (perf_counter_ns:
+  CLOCK_MONOTONIC, the same clock in every process of this machine);
+* this process: N real harness probes (``harness.probes.Probe``, one socket each, as the gate
+  runs them), each joined to a filtered postgres_changes subscription (live only after the
+  server's "system ok"), the announcements broadcast, its own topic and a shared topic; every
+  frame they get is written to a real run history, as in a gate run.
+
+Figures per N:
+* **added delay** (the goal): how late this process's event loop gets to anything that became
+  ready (a frame that arrived, a timer that fired), sampled by a 1 ms ticker for the whole
+  steady window; exact p50/p99. A frame arriving at a random time waits this long before it is
+  stamped, so this is the delay the harness adds to its measurements.
+* end-to-end send -> stamp p50/p99 through the stack (the stack's share grows with N too);
+  frames sent vs stamped in the history (any loss is printed);
+* fan-out burst: one broadcast to the shared topic reaches all N sockets at once; the spread
+  between the first and the last copy's stamp is the delay the harness adds to the last copy
+  when every subscription gets the same event at once (median of 5 bursts). This is the worst
+  case, not the goal's load; it is printed so nobody has to guess it.
+
+Goal (issue "Harness core"): >= 2,000 subscriptions at p99 added delay <= 1 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
 import resource
 import secrets
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
-
-import httpx
+from statistics import median
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stack_process import StackProcess  # noqa: E402
 from harness.checks.latency import percentile  # noqa: E402
-from harness.phoenix import AsyncPhoenix, ReconnectPolicy  # noqa: E402
+from harness.history import read_history  # noqa: E402
+from harness.probes import Probe, Sub, quiet_heap  # noqa: E402
+from harness.run import Run  # noqa: E402
+from harness.targets import Target  # noqa: E402
+
+BURSTS = 5
 
 
-async def loop_lag(seconds: float) -> list[float]:
-    lags = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        await asyncio.sleep(0.001)
-        lags.append(max(0.0, (time.perf_counter() - t0 - 0.001) * 1000))
-    return lags
+def generator(api: str, key: str, n: int, rate: float, seconds: float, ready: Any, sent: Any, port: Any) -> None:
+    """Its own process: open-loop broadcasts through the stack to random probes' topics, a sentinel
+    websocket server that stamps each frame right before it writes it, then the fan-out bursts."""
+    import threading
+
+    import httpx
+    from websockets.sync.server import serve
+
+    def sentinel(ws: Any) -> None:  # a minimal Phoenix peer (vsn 1.0.0): join and heartbeat replies, then ticks
+        join = json.loads(ws.recv(timeout=30))
+        ws.send(json.dumps({"topic": join["topic"], "event": "phx_reply", "ref": join["ref"],
+                            "join_ref": join.get("join_ref"), "payload": {"status": "ok", "response": {}}}))
+        ready.wait(120)
+        start = time.perf_counter_ns()
+        for i in range(int(rate * seconds)):  # bounded: rate * seconds frames
+            due = start + int(i * 1e9 / rate)
+            wait = (due - time.perf_counter_ns()) / 1e9
+            if wait > 0:
+                time.sleep(wait)
+            ws.send(json.dumps({"topic": join["topic"], "event": "broadcast", "ref": None, "payload": {
+                "type": "broadcast", "event": "sentinel", "payload": {"sent": time.perf_counter_ns()}}}))
+        for _ in ws:  # hold the socket until the probe leaves (a second round of ticks would skew the count)
+            pass
+
+    with serve(sentinel, "127.0.0.1", 0) as server:
+        port.value = server.socket.getsockname()[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        rng = random.Random(7)
+        with httpx.Client(timeout=10, headers={"apikey": key}) as h:
+            url = f"{api}/realtime/v1/api/broadcast"
+            ready.wait(120)
+            start = time.perf_counter_ns()
+            for i in range(int(rate * seconds)):  # bounded: rate * seconds messages
+                due = start + int(i * 1e9 / rate)
+                wait = (due - time.perf_counter_ns()) / 1e9
+                if wait > 0:
+                    time.sleep(wait)
+                h.post(url, json={"messages": [{"topic": f"cap-{rng.randrange(max(n, 1))}", "event": "tick",
+                                                "payload": {"sent": due}}]})
+                sent.value += 1
+            for b in range(BURSTS):
+                time.sleep(1.0)
+                h.post(url, json={"messages": [{"topic": "cap-all", "event": "burst",
+                                                "payload": {"sent": time.perf_counter_ns(), "burst": b}}]})
+            time.sleep(1.0)
+        server.shutdown()
 
 
-async def measure(env: dict[str, str], n: int, seconds: float) -> dict[str, float]:
-    url = env["REALTIME_URL"] + f"/websocket?apikey={env['ANON_KEY']}&vsn=1.0.0"
-    received = 0
+async def measure(env: dict[str, str], n: int, rate: float, seconds: float, root: Path) -> dict[str, float]:
+    target = Target(kind="embedded", url=env["SUPABASE_URL"], anon_key=env["SUPABASE_ANON_KEY"],
+                    service_role_key=env["SUPABASE_SERVICE_ROLE_KEY"])
+    run = Run.create(target, root, {"bench": "probe_capacity", "n": n})
+    probes = [Probe(run, f"p{i}", target.anon_key, [Sub("orders", f"customer_id=eq.{uuid.uuid4()}")],
+                    topics=[f"cap-{i}", "cap-all"]) for i in range(n)]
+    for i in range(0, n, 100):  # joined in batches: the join storm is not what we measure
+        await asyncio.gather(*(p.start(60) for p in probes[i:i + 100]))
+    ctx = mp.get_context("spawn")
+    ready, sent, port = ctx.Event(), ctx.Value("i", 0), ctx.Value("i", 0)
+    gen = ctx.Process(target=generator, args=(env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], n, rate, seconds,
+                                              ready, sent, port), daemon=True)
+    gen.start()
+    for _ in range(300):  # bounded: 30 s for the child to start its sentinel server
+        if port.value:
+            break
+        await asyncio.sleep(0.1)
+    sentinel = Probe(run, "sentinel", target.anon_key, [], broadcasts=False, topics=["sentinel"],
+                     url=f"ws://127.0.0.1:{port.value}/socket")
+    await sentinel.start(30)
+    quiet_heap()  # as Scene.start does once its probes are live
+    cpu0 = time.process_time()
+    ready.set()
+    await asyncio.sleep(seconds)
+    cpu = (time.process_time() - cpu0) / seconds
+    await asyncio.get_running_loop().run_in_executor(None, gen.join, BURSTS + 30)
+    await asyncio.gather(*(p.stop() for p in [*probes, sentinel]), return_exceptions=True)
+    run.history.close()
+    records, _ = read_history(run.dir / "history.jsonl")
+    origin = run.clock.mono_origin
+    e2e, added, bursts = [], [], {}
+    for r in records:
+        if r.get("kind") == "obs" and r.get("event") == "change" and isinstance(r.get("record"), dict):
+            rec = r["record"]
+            if r.get("table") == "broadcast:sentinel":
+                added.append((r["t"] + origin - rec["sent"]) / 1e6)
+            elif r.get("table") == "broadcast:tick":
+                e2e.append((r["t"] + origin - rec["sent"]) / 1e6)
+            elif r.get("table") == "broadcast:burst":
+                bursts.setdefault(rec["burst"], []).append(r["t"] + origin - rec["sent"])
+    spreads = [(max(v) - min(v)) / 1e6 for v in bursts.values()]
+    if not added:
+        raise RuntimeError("the sentinel's frames never arrived")
+    return {"n": n, "p50": percentile(added, 50), "p99": percentile(added, 99), "max": max(added), "cpu": cpu,
+            "sentinel": len(added),
+            "sent": sent.value, "stamped": len(e2e), "e2e_p50": percentile(e2e, 50) if e2e else float("nan"),
+            "e2e_p99": percentile(e2e, 99) if e2e else float("nan"),
+            "burst_copies": median(len(v) for v in bursts.values()) if bursts else 0,
+            "burst_spread": median(spreads) if spreads else float("nan")}
 
-    def on_event(ev: object, t: int) -> None:
-        nonlocal received
-        received += 1
 
-    clients = [AsyncPhoenix(url, on_event=on_event, policy=ReconnectPolicy(heartbeat_s=25)) for _ in range(n)]
-    for i in range(0, n, 100):  # connect in batches: the join storm is not what we measure
-        batch = clients[i:i + 100]
-        await asyncio.gather(*(c.connect(30) for c in batch))
-        await asyncio.gather(*(c.join("realtime:capacity", {"config": {"postgres_changes": [
-            {"event": "INSERT", "schema": "public", "table": "orders"}]}}, timeout=30) for c in batch))
-    stop = asyncio.Event()
-
-    async def broadcaster() -> None:
-        async with httpx.AsyncClient(timeout=10) as h:
-            while not stop.is_set():
-                await h.post(f"{env['API_URL']}/realtime/v1/api/broadcast", headers={"apikey": env["ANON_KEY"]},
-                             json={"messages": [{"topic": "capacity", "event": "tick", "payload": {"t": time.time()}}]})
-                await asyncio.sleep(0.5)
-
-    b = asyncio.get_running_loop().create_task(broadcaster())
-    received = 0
-    lags = await loop_lag(seconds)
-    stop.set()
-    await b
-    frames = received
-    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-    return {"n": n, "p50": percentile(lags, 50), "p99": percentile(lags, 99), "max": max(lags),
-            "frames_per_s": frames / seconds}
+def row(label: str, r: dict[str, float], floor: float | None) -> str:
+    added = "" if floor is None else f"{r['p99'] - floor:>+7.3f}"
+    return (f"  {label:>6}  {r['p50']:>6.3f} {r['p99']:>6.3f} {r['max']:>6.2f} {added:>7} | {r['cpu']:>4.0%} |"
+            f" {r['e2e_p50']:>6.2f} {r['e2e_p99']:>6.2f} | {r['sent']:>5}/{r['stamped']:<5} |"
+            f" {r['burst_copies']:>5.0f} {r['burst_spread']:>7.1f}")
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--max", type=int, default=3000)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--max", type=int, default=4000)
+    ap.add_argument("--rate", type=float, default=200.0, help="frames per second spread over the probes")
+    ap.add_argument("--seconds", type=float, default=6.0)
     args = ap.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     stack = StackProcess("--no-seed", "--jwt-secret", secrets.token_urlsafe(48))
-    env = stack.env
-    best = 0
+    sizes = [n for n in (250, 500, 1000, 2000, 3000, 4000, 6000) if n <= max(250, min(args.max, 10_000))]
     try:
-        print("probe capacity: subscriptions held by one harness process vs the delay it adds (ms)")
-        for n in [s for s in (250, 500, 1000, 2000, 3000, 4000) if s <= max(250, min(args.max, 10_000))]:
-            r = await measure(env, n, args.seconds)
-            ok = r["p99"] <= 1.0
-            print(f"  {n:>5} subscriptions  p50 {r['p50']:.3f}  p99 {r['p99']:.3f}  max {r['max']:.2f}"
-                  f"  ({r['frames_per_s']:.0f} frames/s received){'' if ok else '  <- over 1 ms'}")
-            if not ok:
+        with tempfile.TemporaryDirectory(prefix="zora-capacity-") as tmp:
+            print(f"probe capacity: real harness probes in one process, {args.rate:.0f} frames/s spread over them,"
+                  f" {args.seconds:.0f} s per row, {os.cpu_count()} cores")
+            print("  sentinel send->stamp (ms): what a frame waits in this machine's kernel and in this process;"
+                  " 'added' = p99 - the floor's p99 (no probes held)")
+            print("       N     p50    p99    max   added |  cpu | via stack p50   p99 | sent/stamped |"
+                  " fan-out burst: copies, first->last ms")
+            floor = await measure(stack.env, 0, args.rate, args.seconds, Path(tmp))
+            print(row("floor", floor, None), flush=True)
+            results = []
+            for n in sizes:
+                r = await measure(stack.env, n, args.rate, args.seconds, Path(tmp))
+                results.append(r)
+                print(row(str(n), r, floor["p99"]), flush=True)
+                if r["p99"] - floor["p99"] > 1.0:
+                    break
+            floor2 = await measure(stack.env, 0, args.rate, args.seconds, Path(tmp))
+            print(row("floor", floor2, None), flush=True)
+        base = min(floor["p99"], floor2["p99"])  # the lower floor: the added delay is not flattered
+        best = 0
+        for r in results:  # the largest N with it and every smaller N within the budget
+            if r["p99"] - base > 1.0 or r["stamped"] != r["sent"]:
                 break
-            best = n
-        print(f"  held with p99 added delay <= 1 ms: {best} subscriptions (goal >= 2,000)")
+            best = int(r["n"])
+        print(f"  held with p99 added delay <= 1 ms (against the lower floor, {base:.3f} ms) and nothing lost:"
+              f" {best} subscriptions (goal >= 2,000)")
     finally:
         stack.stop()
 
