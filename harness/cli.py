@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--rounds", type=int, default=3, help="how many times each flow runs (1-100)")
     gate.add_argument("--settle", type=float, default=3.0, help="seconds to wait for late events (0-60)")
     gate.add_argument("--skip-preflight", action="store_true", help="run the flows even if preflight finds problems")
-    gate.add_argument("--quiet", action="store_true", help="no progress lines")
+    gate.add_argument("--quiet", action="store_true", help="no progress display")
+    gate.add_argument("--probes", choices=("both", "py"), default="both",
+                      help="both: our Phoenix probes and supabase-js twins under Node (default); py: ours only")
     analyze = sub.add_parser("analyze", help="re-check a stored run directory against the criteria")
     analyze.add_argument("run_dir", type=Path)
     analyze.add_argument("--criteria", type=Path, help="criteria file (default: fixtures/criteria.toml)")
@@ -97,6 +99,7 @@ def _print_verdict(verdict: object, run_dir: Path) -> None:
 
 def _gate(args: argparse.Namespace) -> int:
     from harness.gate import TargetRefused, TargetUnreachable, run_gate
+    from harness.probes import JsProbes
     from harness.targets import TargetError, from_env, from_env_file
 
     criteria = _load_criteria(args.criteria)
@@ -104,8 +107,11 @@ def _gate(args: argparse.Namespace) -> int:
         raise UsageError("--rounds must be between 1 and 100")
     if not 0 <= args.settle <= 60:
         raise UsageError("--settle must be between 0 and 60 seconds")
+    if args.probes == "both" and (why := JsProbes.unavailable()):
+        raise UsageError(f"{why}; or pass --probes py")
     kw = {"rounds": args.rounds, "settle_s": args.settle, "skip_preflight": args.skip_preflight, "quiet": args.quiet,
-          "config": {"criteria": str(args.criteria or "fixtures/criteria.toml")}}
+          "js": args.probes == "both",
+          "config": {"criteria": str(args.criteria or "fixtures/criteria.toml"), "probes": args.probes}}
     try:
         if args.target == "embedded":
             return _gate_embedded(criteria, args.report_dir, kw)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from harness.actors import Actor, World
-from harness.probes import ANNOUNCEMENTS, Probe, Sub
+from harness.probes import ANNOUNCEMENTS, JsProbes, Probe, Sub, quiet_heap
 from harness.run import Run
 
 __all__ = ["FLOWS", "Scene"]
@@ -42,6 +42,8 @@ class Scene:
     actors: dict[str, Actor] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)
     conversation: str | None = None
+    js: bool = True  # also probe through supabase-js under Node
+    js_probes: JsProbes | None = None
 
     @property
     def c1_devices(self) -> list[str]:
@@ -78,11 +80,26 @@ class Scene:
         }
         for name, (actor, subs) in layout.items():
             self.probes[name] = Probe(self.run, name, self.actors[actor].token, subs)
-        await asyncio.gather(*(p.start() for p in self.probes.values()))
+        twins: dict[str, str] = {}
+        if self.js:  # each app probe again through supabase-js (snoops stay ours: RLS is the server's job)
+            js = [Probe(self.run, f"{n}@js", self.actors[a].token, subs) for n, (a, subs) in layout.items()
+                  if not n.endswith("/snoop")]
+            twins = {p.name: p.name.removesuffix("@js") for p in js}
+            self.js_probes = JsProbes(self.run, js)
+        # entitlement first: a twin is entitled to exactly what the probe it copies is
+        self.run.history.meta(twins=twins)
+        await asyncio.gather(*(p.start() for p in self.probes.values()),
+                             *([self.js_probes.start()] if self.js_probes else []))
+        quiet_heap()
         self.run.history.meta(probes={n: [s.__dict__ for s in p.subs] for n, p in self.probes.items()})
 
+    @property
+    def probe_names(self) -> list[str]:
+        return [*self.probes, *(self.js_probes.probes if self.js_probes else ())]
+
     async def stop(self) -> None:
-        await asyncio.gather(*(p.stop() for p in self.probes.values()), return_exceptions=True)
+        await asyncio.gather(*(p.stop() for p in self.probes.values()),
+                             *([self.js_probes.stop()] if self.js_probes else []), return_exceptions=True)
 
 
 # -- the flows -----------------------------------------------------------------------------------

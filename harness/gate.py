@@ -94,15 +94,16 @@ def preflight(target: Target) -> list[str]:
     return problems
 
 
-async def _run_flows(run: Run, rounds: int, settle_s: float, quiet: bool) -> list[str]:
+async def _run_flows(run: Run, rounds: int, settle_s: float, quiet: bool, js: bool) -> list[str]:
     world = World.for_run(run)
     notes: list[str] = []
     await asyncio.to_thread(world.build)
     _say(f"world built: {len(world.users)} users, {len(world.vendors)} shops (run {run.run_id})", quiet)
-    scene = Scene(run, world)
+    scene = Scene(run, world, js=js)
     try:
         await scene.start()
-        _say(f"{len(scene.probes)} probes live ({sum(len(p.live) for p in scene.probes.values())} channels)", quiet)
+        js_note = f" + {len(scene.js_probes.probes)} supabase-js twins" if scene.js_probes else ""
+        _say(f"{len(scene.probes)} probes{js_note} live", quiet)
         for r in range(rounds):
             for flow in FLOWS:
                 await flow(scene, r)
@@ -116,7 +117,8 @@ async def _run_flows(run: Run, rounds: int, settle_s: float, quiet: bool) -> lis
 
 
 def run_gate(target: Target, criteria: list[Criterion], report_root: Path, rounds: int = 3, settle_s: float = 3.0,
-             skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None) -> GateResult:
+             skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None,
+             js: bool = True) -> GateResult:
     run = Run.create(target, report_root, {"rounds": rounds, "settle_s": settle_s, **(config or {})})
     _say(f"run {run.run_id} -> {run.dir}", quiet)
     try:
@@ -132,7 +134,7 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
     else:
         _say("preflight ok" if not skip_preflight else "preflight skipped", quiet)
         try:
-            notes = asyncio.run(_run_flows(run, rounds, settle_s, quiet))
+            notes = asyncio.run(_run_flows(run, rounds, settle_s, quiet, js))
         except Exception as e:  # a crashed run still leaves its history and a verdict
             run.history.meta(error=f"{type(e).__name__}: {e}")
             notes.append(f"run aborted: {type(e).__name__}: {e}")

@@ -1,22 +1,35 @@
 """Probes: subscribers that listen exactly as each app does, and write what they see to the history.
 
-Our own asyncio Phoenix client (``harness.phoenix``): cheap and precise. Every frame is stamped
-on arrival on the run's clock; a probe counts as live only after the server's postgres_changes
-"system ok" for every channel (realtime-js#525: SUBSCRIBED alone is too early).
+Two flavours, stamping on one clock and writing the same records:
+
+* ``Probe``: our own asyncio Phoenix client (``harness.phoenix``): cheap and precise, thousands
+  per process (``bench/probe_capacity.py``). Every frame is stamped on arrival.
+* ``JsProbes``: supabase-js, unchanged, under Node (``harness/js/probes.mjs``), what the apps
+  really run. Node stamps with ``process.hrtime``, which reads CLOCK_MONOTONIC like Python's
+  ``perf_counter_ns``; the handshake checks that before any stamp is used.
+
+A probe counts as live only after the server's postgres_changes "system ok" for every channel
+(realtime-js#525: SUBSCRIBED alone is too early).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import json
+import shutil
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.clock import parse_wall
+from harness.history import History
 from harness.phoenix import AsyncPhoenix, Closed, Message, ReconnectPolicy, Reply
 from harness.run import Run
 
-__all__ = ["ANNOUNCEMENTS", "Probe", "Sub", "quiet_heap"]
+__all__ = ["ANNOUNCEMENTS", "JsProbes", "Probe", "Sub", "quiet_heap"]
 
 ANNOUNCEMENTS = "platform-announcements"
 
@@ -31,6 +44,24 @@ def quiet_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def record_change(h: History, probe: str, t: int, channel: str, table: Any, type_: Any, record: Any,
+                  old_record: Any = None, commit: Any = None) -> None:
+    """One delivered change or broadcast, the same record whichever flavour saw it."""
+    h.obs(probe, "change", t=t, channel=channel, table=table, type=type_, record=record, old_record=old_record,
+          commit_ns=parse_wall(commit) if isinstance(commit, str) else None)
+
+
+def record_system(p: Probe, t: int, channel: str, status: Any, message: Any, extension: Any) -> None:
+    """A server ``system`` message; postgres_changes ok (or refused) makes that channel live."""
+    p.run.history.obs(p.name, "system", t=t, channel=channel, status=status, message=message)
+    if extension == "postgres_changes":
+        if status != "ok":
+            # the app would carry on without these events: so do we, and the checkers notice
+            p.errors.append(f"{channel}: {message}")
+            p.run.history.obs(p.name, "subscription_error", t=t, channel=channel, message=message)
+        p.live.setdefault(channel, asyncio.Event()).set()
 
 
 @dataclass(frozen=True)
@@ -58,23 +89,15 @@ class Probe:
         if isinstance(ev, Message):
             if ev.event == "postgres_changes" and isinstance(ev.payload, dict):
                 d = ev.payload.get("data") or {}
-                commit = d.get("commit_timestamp")
-                h.obs(self.name, "change", t=t, channel=ev.topic, table=d.get("table"), type=d.get("type"),
-                      record=d.get("record"), old_record=d.get("old_record"),
-                      commit_ns=parse_wall(commit) if isinstance(commit, str) else None)
+                record_change(h, self.name, t, ev.topic, d.get("table"), d.get("type"), d.get("record"),
+                              d.get("old_record"), d.get("commit_timestamp"))
             elif ev.event == "broadcast" and isinstance(ev.payload, dict):
-                h.obs(self.name, "change", t=t, channel=ev.topic, table=f"broadcast:{ev.payload.get('event')}",
-                      type="BROADCAST", record=ev.payload.get("payload") if isinstance(ev.payload.get("payload"), dict)
-                      else {})
+                inner = ev.payload.get("payload")
+                record_change(h, self.name, t, ev.topic, f"broadcast:{ev.payload.get('event')}", "BROADCAST",
+                              inner if isinstance(inner, dict) else {})
             elif ev.event == "system" and isinstance(ev.payload, dict):
-                h.obs(self.name, "system", t=t, channel=ev.topic, status=ev.payload.get("status"),
-                      message=ev.payload.get("message"))
-                if ev.payload.get("extension") == "postgres_changes":
-                    if ev.payload.get("status") != "ok":
-                        # the app would carry on without these events: so do we, and the checkers notice
-                        self.errors.append(f"{ev.topic}: {ev.payload.get('message')}")
-                        h.obs(self.name, "subscription_error", t=t, channel=ev.topic, message=ev.payload.get("message"))
-                    self.live.setdefault(ev.topic, asyncio.Event()).set()
+                record_system(self, t, ev.topic, ev.payload.get("status"), ev.payload.get("message"),
+                              ev.payload.get("extension"))
         elif isinstance(ev, Closed):
             h.obs(self.name, "closed", t=t, channel=ev.topic, reason=ev.reason)
 
@@ -108,3 +131,117 @@ class Probe:
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_PROBES = ROOT / "harness" / "js" / "probes.mjs"
+
+
+class JsProbes:
+    """Several probes in one Node process, each with its own supabase-js client (its own socket)."""
+
+    def __init__(self, run: Run, probes: list[Probe]) -> None:
+        self.run = run
+        self.probes = {p.name: p for p in probes}
+        self.subscribed: dict[tuple[str, str], asyncio.Event] = {}
+        self.failures: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why supabase-js probes cannot run here, or None."""
+        if shutil.which("node") is None:
+            return "supabase-js probes need Node.js (node) on PATH"
+        if not (ROOT / "node_modules" / "@supabase" / "supabase-js").is_dir():
+            return f"supabase-js probes need the npm packages: run `npm ci --prefix {ROOT}` (bash .ci/setup does)"
+        if "CLOCK_MONOTONIC" not in time.get_clock_info("perf_counter").implementation:
+            return "supabase-js probes need perf_counter on CLOCK_MONOTONIC (Linux), the clock Node's hrtime reads"
+        return None
+
+    async def start(self, timeout: float = 20.0) -> None:
+        why = self.unavailable()
+        if why:
+            raise RuntimeError(why)
+        log = (self.run.dir / "node-probes.log").open("ab")
+        t0 = time.perf_counter_ns()
+        self.proc = await asyncio.create_subprocess_exec(
+            "node", str(JS_PROBES), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=log, limit=16 * 1024 * 1024)
+        log.close()
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        hello = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), timeout) or b"{}")
+        t1 = time.perf_counter_ns()
+        t_node = int(hello.get("t", -1))
+        if not t0 <= t_node <= t1:  # Node's stamp must fall between ours, or the two clocks differ
+            raise RuntimeError(f"Node's hrtime ({t_node}) is not on perf_counter's clock ({t0}..{t1})")
+        self.run.history.meta(js_probes={"node": hello.get("node"), "probes": sorted(self.probes),
+                                         "clock_check_ns": [t0, t_node, t1]})
+        for p in self.probes.values():
+            for i, s in enumerate(p.subs):
+                p.live[f"realtime:{p.name}:{s.table}:{i}"] = asyncio.Event()
+            for topic in ([ANNOUNCEMENTS] if p.broadcasts else []) + p.topics:
+                self.subscribed[(p.name, f"realtime:{topic}")] = asyncio.Event()
+        cfg = {"url": self.run.target.url, "anonKey": self.run.target.anon_key, "probes": [
+            {"name": p.name, "token": p.token, "subs": [s.__dict__ for s in p.subs],
+             "topics": ([ANNOUNCEMENTS] if p.broadcasts else []) + p.topics} for p in self.probes.values()]}
+        self.proc.stdin.write((json.dumps(cfg) + "\n").encode())
+        await self.proc.stdin.drain()
+        self._reader = asyncio.get_running_loop().create_task(self._read(self.proc.stdout))
+        waits = [e.wait() for p in self.probes.values() for e in p.live.values()]
+        waits += [e.wait() for e in self.subscribed.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except TimeoutError as e:
+            raise RuntimeError(f"supabase-js probes not live in {timeout:.0f}s: {self.failures[:3]}") from e
+        if self.failures:
+            raise RuntimeError(f"supabase-js probes: {'; '.join(self.failures[:3])}")
+        for p in self.probes.values():
+            self.run.history.obs(p.name, "live", channels=len(p.live) + sum(1 for k in self.subscribed
+                                                                            if k[0] == p.name), errors=p.errors)
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        origin, h = self.run.clock.mono_origin, self.run.history
+        while line := await stdout.readline():
+            try:
+                o = json.loads(line)
+                t = int(o["t"]) - origin
+            except (ValueError, KeyError, TypeError):
+                continue
+            p = self.probes.get(o.get("probe", ""))
+            ev = o.get("ev")
+            if ev == "error" or p is None:
+                self.failures.append(str(o.get("message")))
+                h.obs("supabase-js", "error", t=t, message=o.get("message"))
+                continue
+            ch = str(o.get("channel"))
+            if ev == "change":
+                record_change(h, p.name, t, ch, o.get("table"), o.get("type"), o.get("record"),
+                              o.get("old_record"), o.get("commit_timestamp"))
+            elif ev == "system":
+                record_system(p, t, ch, o.get("status"), o.get("message"), o.get("extension"))
+            elif ev == "status":
+                h.obs(p.name, "state", t=t, channel=ch, state=o.get("status"), error=o.get("error"))
+                if o.get("status") in ("CHANNEL_ERROR", "TIMED_OUT"):
+                    self.failures.append(f"{p.name} {ch}: {o.get('status')} {o.get('error') or ''}".strip())
+                    for e in [*p.live.values(), *(v for k, v in self.subscribed.items() if k[0] == p.name)]:
+                        e.set()  # do not wait out the timeout for a channel that will not come
+                elif o.get("status") == "SUBSCRIBED" and (p.name, ch) in self.subscribed:
+                    self.subscribed[(p.name, ch)].set()
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"quit\n")
+            await self.proc.stdin.drain()
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)

@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--target", default="embedded", help="embedded (default), url, or a `supabase status -o env` file")
     g.addoption("--report-dir", default="reports", help="where scenario run directories go")
     g.addoption("--criteria", default=str(DEFAULT_CRITERIA), help="criteria file")
+    g.addoption("--probes", default="both", choices=("both", "py"),
+                help="both: our probes and supabase-js twins under Node (default); py: ours only")
 
 
 class _Loop:
@@ -109,7 +111,7 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
     run = Run.create(zora_target, report_root, {"scenario": module})
     world = World.for_run(run)
     world.build()
-    scene = Scene(run, world)
+    scene = Scene(run, world, js=request.config.getoption("--probes") == "both")
     _zora_loop.run(scene.start())
     z = Zora(scene, _zora_loop, criteria)
     try:

@@ -55,9 +55,15 @@ class Delivery:
 
 
 def expectations(records: list[dict[str, Any]]) -> list[Expectation]:
+    """What drivers expected. A ``meta`` record ``twins: {probe: original}`` (the same subscriptions
+    through another client) makes each twin entitled to exactly what its original is."""
     invoked: dict[Any, int] = {}
     out: list[Expectation] = []
+    twins: dict[str, list[str]] = defaultdict(list)
     for r in records:
+        if r.get("kind") == "meta" and isinstance(r.get("twins"), dict):
+            for twin, original in r["twins"].items():
+                twins[str(original)].append(str(twin))
         if r.get("kind") != "op":
             continue
         if r.get("type") == "invoke":
@@ -68,7 +74,8 @@ def expectations(records: list[dict[str, Any]]) -> list[Expectation]:
                 out.append(Expectation(
                     eid=str(e["eid"]), table=str(e["table"]), type=str(e["type"]).upper(),
                     match=tuple(sorted((str(k), str(v)) for k, v in (e.get("match") or {}).items())),
-                    deliver_to=frozenset(e.get("deliver_to") or ()), criterion=str(e.get("criterion", "")),
+                    deliver_to=frozenset(p for o in e.get("deliver_to") or () for p in (o, *twins.get(o, ()))),
+                    criterion=str(e.get("criterion", "")),
                     process=str(r.get("process")), t_write=t_write))
     return out
 

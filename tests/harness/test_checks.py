@@ -71,6 +71,18 @@ def test_unexpected_is_a_leak() -> None:
     assert r.details["per_probe"]["other-customer"]["unexpected"] == 1
 
 
+def test_twins_are_entitled_to_what_their_original_is() -> None:
+    twins = {"kind": "meta", "t": 0, "twins": {"vendor@js": "vendor"}}
+    h = [twins, *write(0, "c1", 1, "o1", "1", ["vendor"]), seen(5 * MS, "vendor", "1")]
+    r = completeness(h)
+    assert r.valid is False and r.details["per_probe"]["vendor@js"]["unseen"] == 1  # the twin missed it
+    r = completeness([*h, seen(6 * MS, "vendor@js", "1")])
+    assert r.valid is True and classes(r)["delivered"] == 2
+    r = completeness([twins, *write(0, "c1", 1, "o1", "1", ["admin"]), seen(5 * MS, "admin", "1"),
+                      seen(6 * MS, "vendor@js", "1")])
+    assert r.valid is False and r.details["per_probe"]["vendor@js"]["unexpected"] == 1  # nor more than it
+
+
 def test_late_is_counted_but_not_a_completeness_failure() -> None:
     h = [*write(0, "c1", 1, "o1", "1", ["vendor"]), seen(1500 * MS, "vendor", "1")]
     r = completeness(h, {"order_visible": 1000})

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness.checks.completeness import classify
 from harness.criteria import Verdict, load_criteria
 from harness.gate import run_gate
 from harness.targets import Target
@@ -61,6 +62,14 @@ def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedSt
             data = f.read_bytes()
             for s in secrets:
                 assert s.encode() not in data, f"secret in {f.name}"
+    # the supabase-js twins got everything their originals did, stamped on the same clock: never before the write
+    records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    deliveries, _, _ = classify(records)
+    js = [d for (_, p), d in deliveries.items() if p.endswith("@js")]
+    assert {d.probe for d in js} >= {"vendor-1/portal@js", "admin/dashboard@js", "customer-1/phone@js"}
+    for d in js:
+        assert d.seen, f"{d.probe} missed {d.exp.eid}"
+        assert 0 < d.seen[0]["t"] - d.exp.t_write < 5e9, (d.probe, d.exp.eid)
     # analyze re-checks the stored history and agrees
     out = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", str(run_dir)], capture_output=True,
                          text=True, cwd=ROOT, timeout=60)
@@ -85,6 +94,7 @@ def test_rls_hiding_orders_from_the_vendor(fresh: EmbeddedStack, tmp_path: Path)
     evidence = json.loads((run_dir / "results.json").read_text())
     lines = {c["criterion"]: c for c in evidence["criteria"]}
     assert lines["delivery"]["details"]["per_probe"]["vendor-1/portal"]["unseen"] > 0
+    assert lines["delivery"]["details"]["per_probe"]["vendor-1/portal@js"]["unseen"] > 0  # supabase-js sees it too
     assert lines["delivery"]["details"]["per_probe"]["customer-1/phone"]["unseen"] == 0
 
 
@@ -131,6 +141,12 @@ def test_bad_usage(args: list[str], code: int, needle: str, tmp_path: Path) -> N
     assert r.returncode == code, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert len([ln for ln in r.stderr.splitlines() if ln.startswith("zora-harness:")]) == 1
+
+
+def test_js_probes_without_node_is_a_configuration_error(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "gate", "--report-dir", str(tmp_path)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60, env={"PATH": "/nonexistent", "HOME": str(tmp_path)})
+    assert r.returncode == 2 and "need Node.js" in r.stderr and "--probes py" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_wrong_key_is_a_configuration_error_and_the_history_stays(fresh: EmbeddedStack, tmp_path: Path) -> None:

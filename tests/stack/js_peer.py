@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
+ROOT = JS_DIR.parents[1]  # package.json and node_modules live at the repository root
 
 
 class JsPeer:
     def __init__(self, url: str, key: str) -> None:
-        if not (JS_DIR / "node_modules" / "@supabase" / "supabase-js").is_dir():
-            raise RuntimeError(f"supabase-js is not installed: run `npm ci --prefix {JS_DIR}` (.ci/setup does)")
+        if not (ROOT / "node_modules" / "@supabase" / "supabase-js").is_dir():
+            raise RuntimeError(f"supabase-js is not installed: run `npm ci --prefix {ROOT}` (.ci/setup does)")
         self.proc = subprocess.Popen(["node", str(JS_DIR / "realtime_driver.mjs"), url, key], cwd=JS_DIR,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
