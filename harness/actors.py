@@ -20,6 +20,7 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 from supabase_auth.errors import AuthError
 
+from harness.clock import Offset, estimate_offset, parse_wall
 from harness.run import Run
 
 __all__ = ["Actor", "World"]
@@ -121,6 +122,38 @@ class World:
                      "low_stock_threshold": 5} for j in range(products_per_vendor)]
             created = self.admin_client.table("products").insert(rows).execute().data
             self.products[name] = [str(p["id"]) for p in _rows(created)]
+
+    def clock_offset(self, samples: int = 8) -> Offset:
+        """The server's wall clock against ours, NTP-style (``clock.estimate_offset``).
+
+        A row's ``created_at`` is ``now()`` on the server: the start of its transaction, which lies
+        between our request and the reply. The probe rows are the run's own cart items, deleted again
+        (outside the timed part).
+        """
+        uid, pid = self.users["customer-1"]["id"], self.products["vendor-1"][0]
+        made: list[str] = []
+
+        def server_now() -> int:
+            r = self.admin_client.table("cart_items").upsert(
+                {"user_id": uid, "product_id": pid, "quantity": 1 + len(made)}, on_conflict="user_id,product_id",
+                ignore_duplicates=False).execute()
+            row = _rows(r.data)[0]
+            made.append(str(row["id"]))
+            return parse_wall(str(row["updated_at"]))
+
+        try:
+            return estimate_offset(server_now, samples)
+        finally:
+            self.admin_client.table("cart_items").delete().eq("user_id", uid).in_("id", made or ["-"]).execute()
+
+    def place_server_clock(self) -> Offset:
+        """Record the server clock's offset for commit->deliver figures: zero on this machine (one
+        clock), estimated with its error bar for a remote target. Call after ``build``."""
+        off = Offset() if self.run.target.is_loopback else self.clock_offset()
+        self.run.offset = off
+        self.run.history.meta(clock={"wall_origin": self.run.clock.wall_origin, "offset_ns": off.offset_ns,
+                                     "error_ns": off.error_ns, "estimated": not self.run.target.is_loopback})
+        return off
 
     def actor(self, name: str, device: str | None = None) -> Actor:
         u = self.users[name]

@@ -10,8 +10,6 @@ own rows and judges the history against the criteria.
 from __future__ import annotations
 
 import asyncio
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from harness.checks import Result
 from harness.criteria import Criterion, Verdict, evaluate
 from harness.flows import FLOWS, Scene
 from harness.history import read_history
+from harness.progress import Progress
 from harness.report import write_report
 from harness.run import Run
 from harness.targets import Target
@@ -49,11 +48,6 @@ class TargetRefused(ValueError):
 class GateResult:
     verdict: Verdict
     run_dir: Path
-
-
-def _say(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"  {time.strftime('%H:%M:%S')}  {msg}", file=sys.stderr, flush=True)
 
 
 def preflight(target: Target) -> list[str]:
@@ -94,25 +88,38 @@ def preflight(target: Target) -> list[str]:
     return problems
 
 
-async def _run_flows(run: Run, rounds: int, settle_s: float, quiet: bool, js: bool) -> list[str]:
+async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js: bool) -> list[str]:
     world = World.for_run(run)
     notes: list[str] = []
-    await asyncio.to_thread(world.build)
-    _say(f"world built: {len(world.users)} users, {len(world.vendors)} shops (run {run.run_id})", quiet)
-    scene = Scene(run, world, js=js)
+    show.start()
     try:
-        await scene.start()
-        js_note = f" + {len(scene.js_probes.probes)} supabase-js twins" if scene.js_probes else ""
-        _say(f"{len(scene.probes)} probes{js_note} live", quiet)
-        for r in range(rounds):
-            for flow in FLOWS:
-                await flow(scene, r)
-            _say(f"round {r + 1}/{rounds} done", quiet)
-        await asyncio.sleep(settle_s)  # the settle window: what has not arrived by now is unseen
+        show.set_stage("building the run's world")
+        await asyncio.to_thread(world.build)
+        show.say(f"world built: {len(world.users)} users, {len(world.vendors)} shops (run {run.run_id})")
+        off = await asyncio.to_thread(world.place_server_clock)
+        if not run.target.is_loopback:
+            show.say(f"server clock offset {off.offset_ns / 1e6:+.1f} ms +/- {off.error_ns / 1e6:.1f} ms")
+        scene = Scene(run, world, js=js)
+        try:
+            show.set_stage("starting probes")
+            await scene.start()
+            js_note = f" + {len(scene.js_probes.probes)} supabase-js twins" if scene.js_probes else ""
+            show.say(f"{len(scene.probes)} probes{js_note} live")
+            for r in range(rounds):
+                for flow in FLOWS:
+                    show.set_stage(f"round {r + 1}/{rounds}: {flow.__name__}")
+                    await flow(scene, r)
+                show.say(f"round {r + 1}/{rounds} done")
+            show.set_stage(f"settling ({settle_s:g} s)")
+            await asyncio.sleep(settle_s)  # the settle window: what has not arrived by now is unseen
+        finally:
+            show.set_stage("stopping probes")
+            await scene.stop()
     finally:
-        await scene.stop()
+        show.set_stage("cleaning up")
         notes += await asyncio.to_thread(world.cleanup)
-        _say("cleaned up this run's rows" + (f" ({len(notes)} problems)" if notes else ""), quiet)
+        await show.stop()
+        show.say("cleaned up this run's rows" + (f" ({len(notes)} problems)" if notes else ""))
     return notes
 
 
@@ -120,7 +127,8 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
              skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None,
              js: bool = True) -> GateResult:
     run = Run.create(target, report_root, {"rounds": rounds, "settle_s": settle_s, **(config or {})})
-    _say(f"run {run.run_id} -> {run.dir}", quiet)
+    show = Progress(run.history, quiet=quiet)
+    show.say(f"run {run.run_id} -> {run.dir}")
     try:
         problems = [] if skip_preflight else preflight(target)
     except (TargetRefused, TargetUnreachable) as e:
@@ -130,11 +138,11 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
     run.history.meta(preflight=problems)
     notes: list[str] = []
     if problems:
-        _say("preflight: NO-GO: " + "; ".join(problems), quiet)
+        show.say("preflight: NO-GO: " + "; ".join(problems))
     else:
-        _say("preflight ok" if not skip_preflight else "preflight skipped", quiet)
+        show.say("preflight ok" if not skip_preflight else "preflight skipped")
         try:
-            notes = asyncio.run(_run_flows(run, rounds, settle_s, quiet, js))
+            notes = asyncio.run(_run_flows(run, rounds, settle_s, show, js))
         except Exception as e:  # a crashed run still leaves its history and a verdict
             run.history.meta(error=f"{type(e).__name__}: {e}")
             notes.append(f"run aborted: {type(e).__name__}: {e}")

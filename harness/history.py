@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +36,7 @@ class History:
         self._lock = threading.Lock()
         self._seq = 0
         self._f: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, op type or obs event): for progress displays
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
@@ -42,6 +44,7 @@ class History:
                 raise ValueError("history is closed")
             rec = {"seq": self._seq, "t": fields.pop("t", None) or self.clock.now(), "kind": kind, **fields}
             self._seq += 1
+            self.counts[(kind, str(rec.get("type") if kind == "op" else rec.get("event", "")))] += 1
             self._f.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
             self._f.flush()
             return rec

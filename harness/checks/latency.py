@@ -40,10 +40,13 @@ def stat(values: list[float], name: str) -> float:
 
 
 def _clock(records: list[dict[str, Any]]) -> dict[str, int]:
+    """The run's clock facts; a later ``clock`` record (the server offset, once estimated) refines earlier ones."""
+    out: dict[str, int] = {}
     for r in records:
         if r.get("kind") == "meta" and isinstance(r.get("clock"), dict):
-            return {k: int(v) for k, v in r["clock"].items() if isinstance(v, int | float)}
-    return {}
+            out.update({k: int(v) for k, v in r["clock"].items() if isinstance(v, int | float)
+                        and not isinstance(v, bool)})
+    return out
 
 
 def samples(records: list[dict[str, Any]], criterion: str | None, metric: str) -> tuple[list[float], float]:
