@@ -11,6 +11,7 @@ Exit codes (documented in README.md):
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -95,6 +96,18 @@ def _print_verdict(verdict: object, run_dir: Path) -> None:
     for c, r in verdict.lines:
         mark = {True: "pass   ", False: "FAIL   ", None: "unknown"}[r.valid]
         print(f"  {mark} {c.id:<18} {r.summary}")
+    try:
+        flavours = json.loads((run_dir / "results.json").read_text()).get("probe_flavours") or {}
+    except (OSError, ValueError):
+        flavours = {}
+    for name in ("ours", "supabase-js"):
+        f = flavours.get(name)
+        if f and "p99" in f:
+            print(f"  {'probes':<26} {name}: {f['delivered']}/{f['expected']} delivered, write->deliver p50"
+                  f" {f['p50']:.1f} / p99 {f['p99']:.1f} ms")
+    g = flavours.get("twin_minus_original_ms")
+    if g:
+        print(f"  {'':<26} supabase-js stamps {g['p50']:.1f} ms after ours at the median (p99 {g['p99']:.1f} ms)")
 
 
 def _gate(args: argparse.Namespace) -> int:

@@ -62,20 +62,24 @@ class Scene:
         layout: dict[str, tuple[str, list[Sub]]] = {
             "customer-1/phone": ("customer-1/phone", [Sub("orders", f"user_id=eq.{c1}"),
                                                       Sub("notifications", f"user_id=eq.{c1}"),
-                                                      Sub("cart_items", f"user_id=eq.{c1}"), Sub("products")]),
+                                                      Sub("cart_items", f"user_id=eq.{c1}"), Sub("products"),
+                                                      Sub("vendors")]),
             "customer-1/tablet": ("customer-1/tablet", [Sub("orders", f"user_id=eq.{c1}"),
                                                         Sub("notifications", f"user_id=eq.{c1}"),
-                                                        Sub("cart_items", f"user_id=eq.{c1}"), Sub("products")]),
+                                                        Sub("cart_items", f"user_id=eq.{c1}"), Sub("products"),
+                                                        Sub("vendors")]),
             "customer-2/phone": ("customer-2/phone", [Sub("orders", f"user_id=eq.{c2}"),
                                                       Sub("notifications", f"user_id=eq.{c2}"),
                                                       Sub("cart_items", f"user_id=eq.{c2}")]),
-            "customer-2/snoop": ("customer-2/phone", [Sub("orders"), Sub("notifications"), Sub("cart_items")]),
+            "customer-2/snoop": ("customer-2/phone", [Sub("orders"), Sub("notifications"), Sub("cart_items"),
+                                                      Sub("profiles")]),
             "vendor-1/portal": ("vendor-1/portal", [Sub("orders", f"vendor_id=eq.{v1}"),
                                                     Sub("products", f"vendor_id=eq.{v1}"),
-                                                    Sub("notifications", f"user_id=eq.{v1u}"), Sub("messages")]),
+                                                    Sub("notifications", f"user_id=eq.{v1u}"), Sub("messages"),
+                                                    Sub("profiles")]),
             "vendor-2/portal": ("vendor-2/portal", [Sub("orders", f"vendor_id=eq.{v2}"),
                                                     Sub("notifications", f"user_id=eq.{v2u}")]),
-            "vendor-2/snoop": ("vendor-2/portal", [Sub("orders"), Sub("messages")]),
+            "vendor-2/snoop": ("vendor-2/portal", [Sub("orders"), Sub("messages"), Sub("profiles")]),
             "admin/dashboard": ("admin/dashboard", [Sub("orders"), Sub("vendors"), Sub("messages")]),
         }
         for name, (actor, subs) in layout.items():
@@ -219,9 +223,27 @@ async def vendor_approval(s: Scene, round_: int) -> None:
     admin = s.actors["admin/dashboard"]
     await admin.op("approve_vendor", lambda c: c.table("vendor_applications").update({"status": "approved"})
                    .eq("id", app[0]["id"]).execute(),
-                   lambda d: [ev("vendors", "INSERT", {"user_id": applicant.uid}, ["admin/dashboard"], "realtime"),
+                   lambda d: [ev("vendors", "INSERT", {"user_id": applicant.uid}, ["admin/dashboard", *s.c1_devices],
+                                 "realtime"),
                               ev("notifications", "INSERT", {"user_id": applicant.uid, "type": "vendor_application"},
                                  ["customer-2/phone", "customer-2/snoop"], "notification")])
+
+
+async def profile_updates(s: Scene, round_: int) -> None:
+    """000 §5.2: a customer updates their profile (seen by the vendor who has their orders, and nobody else's
+    vendor); a vendor updates the shop profile (seen by the customers' apps and the admin)."""
+    c = s.actors["customer-1/phone"]
+    name = f"Customer One {s.run.run_id} r{round_}"
+    # RLS: a vendor sees the profiles of customers who ordered from them; with no order yet, nobody may see it
+    entitled = ["vendor-1/portal"] if s.orders else []
+    await c.op("update_profile", lambda cl: cl.table("profiles").update({"full_name": name}).eq("id", c.uid).execute(),
+               lambda _: [ev("profiles", "UPDATE", {"id": c.uid, "full_name": name}, entitled, "realtime")])
+    v = s.actors["vendor-1/portal"]
+    vid = s.world.vendors["vendor-1"]
+    about = f"Baked every morning ({s.run.run_id} r{round_})"
+    await v.op("update_shop", lambda cl: cl.table("vendors").update({"description": about}).eq("id", vid).execute(),
+               lambda _: [ev("vendors", "UPDATE", {"id": vid, "description": about},
+                             ["admin/dashboard", *s.c1_devices], "realtime")])
 
 
 async def announcement(s: Scene, round_: int) -> None:
@@ -244,4 +266,5 @@ async def announcement(s: Scene, round_: int) -> None:
                    lambda _: [ev("broadcast:announcement", "BROADCAST", {"id": mid}, list(s.probes), "realtime")])
 
 
-FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, product_update, vendor_approval, announcement]
+FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, product_update, profile_updates, vendor_approval,
+         announcement]

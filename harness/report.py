@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from harness.checks.completeness import classify
-from harness.checks.latency import samples
+from harness.checks.latency import by_flavour, samples
 from harness.criteria import Verdict
 
 __all__ = ["write_report"]
@@ -31,8 +31,9 @@ def write_report(run_dir: Path, records: list[dict[str, Any]], verdict: Verdict)
     run_dir = Path(run_dir)
     lines = [{"criterion": c.id, "title": c.title, "kind": c.kind, "valid": r.valid, "value": r.value,
               "summary": r.summary, "details": r.details} for c, r in verdict.lines]
-    (run_dir / "results.json").write_text(json.dumps({"verdict": verdict.label, "criteria": lines}, indent=2,
-                                                     default=str))
+    flavours = by_flavour(records)
+    (run_dir / "results.json").write_text(json.dumps({"verdict": verdict.label, "criteria": lines,
+                                                      "probe_flavours": flavours}, indent=2, default=str))
     md = [f"# Verdict: {verdict.label}", "", "| criterion | result | measured | evidence |", "|---|---|---|---|"]
     for c, r in verdict.lines:
         mark = {True: "pass", False: "FAIL", None: "unknown"}[r.valid]
@@ -45,6 +46,18 @@ def write_report(run_dir: Path, records: list[dict[str, Any]], verdict: Verdict)
             md.append(f"- **{c.id}** ({c.title}): {r.summary}")
             for e in (ev or [])[:5]:
                 md.append(f"  - {e}")
+    if flavours:
+        md += ["", "## Probe flavours (write->deliver, ms)", "", "| flavour | delivered | p50 | p95 | p99 | max |",
+               "|---|---|---|---|---|---|"]
+        for name in ("ours", "supabase-js"):
+            f = flavours.get(name)
+            if f:
+                md.append(f"| {name} | {f['delivered']}/{f['expected']} | " + " | ".join(
+                    _fmt(f.get(s, math.nan)) for s in ("p50", "p95", "p99", "max")) + " |")
+        g = flavours.get("twin_minus_original_ms")
+        if g:
+            md += ["", f"supabase-js stamped the same event {_fmt(g['p50'])} ms later than our probe at the median"
+                       f" (p99 {_fmt(g['p99'])} ms, {g['n']} pairs): the client's own share of what the apps see."]
     (run_dir / "verdict.md").write_text("\n".join(md) + "\n")
     cases = []
     for c, r in verdict.lines:

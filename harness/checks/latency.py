@@ -16,7 +16,7 @@ from typing import Any
 from harness.checks.completeness import classify
 from harness.checks.result import Result
 
-__all__ = ["METRICS", "STATISTICS", "latency", "percentile", "samples"]
+__all__ = ["METRICS", "STATISTICS", "by_flavour", "latency", "percentile", "samples"]
 
 METRICS = ("write_to_deliver", "commit_to_deliver")
 STATISTICS = ("p50", "p95", "p99", "max", "mean")
@@ -93,3 +93,29 @@ def latency(records: list[dict[str, Any]], criterion: str | None, metric: str, s
     return Result(label, valid, value=value, summary=summary,
                   details={"n": len(values), "figures": figures, "error_ms": error_ms, "metric": metric,
                            "statistic": statistic, "max_ms": max_ms})
+
+
+def by_flavour(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """write->deliver per probe flavour (ours; supabase-js twins, named ``<probe>@js``), and for each event
+    both flavours received, how much later the twin stamped it than its original (the client's own cost)."""
+    deliveries, _, _ = classify(records)
+    groups: dict[str, list[float]] = {"ours": [], "supabase-js": []}
+    expected = {"ours": 0, "supabase-js": 0}
+    for (_, probe), d in deliveries.items():
+        flavour = "supabase-js" if probe.endswith("@js") else "ours"
+        expected[flavour] += 1
+        if d.seen:
+            groups[flavour].append((d.seen[0]["t"] - d.exp.t_write) / 1e6)
+    gaps = []
+    for (eid, probe), d in deliveries.items():
+        twin = deliveries.get((eid, f"{probe}@js"))
+        if d.seen and twin is not None and twin.seen:
+            gaps.append((twin.seen[0]["t"] - d.seen[0]["t"]) / 1e6)
+    out: dict[str, Any] = {}
+    for name, vals in groups.items():
+        if expected[name]:
+            out[name] = {"expected": expected[name], "delivered": len(vals),
+                         **({s: stat(vals, s) for s in ("p50", "p95", "p99", "max")} if vals else {})}
+    if gaps:
+        out["twin_minus_original_ms"] = {"n": len(gaps), **{s: stat(gaps, s) for s in ("p50", "p95", "p99", "max")}}
+    return out

@@ -45,6 +45,11 @@ def status_for_sqlstate(state: str, role: str) -> int:
 
 def from_pg(e: psycopg.Error, role: str) -> RestError:
     diag: Any = e.diag
+    if diag.sqlstate is None and isinstance(e, psycopg.DataError):
+        # refused by psycopg before it reached the server (a NUL byte in a text value): answer as PostgreSQL would
+        if "NUL" in str(e):
+            return RestError(400, "22021", 'invalid byte sequence for encoding "UTF8": 0x00')
+        return RestError(400, "22000", str(e).strip())
     state = diag.sqlstate or "XX000"
     return RestError(status_for_sqlstate(state, role), state, diag.message_primary or str(e).strip(),
                      diag.message_detail, diag.message_hint)

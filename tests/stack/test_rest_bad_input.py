@@ -106,6 +106,11 @@ def test_bad_bodies(stack: EmbeddedStack) -> None:
                      headers={"Content-Type": "text/plain"}), 415, "PGRST107")
     assert_error(get(stack, "/cart_items", tok, method="PATCH", json=[1, 2]), 400, "PGRST102")
     assert_error(get(stack, "/cart_items", tok, method="POST", json={"quantity": "many"}), 400, "22P02")
+    # a NUL byte PostgreSQL cannot store: 400 22021 as from PostgreSQL itself, not a 500 (found by the fuzz below)
+    body = assert_error(get(stack, "/products?name=eq.%00", tok), 400, "22021")
+    assert "0x00" in body["message"]
+    r = get(stack, "/vendor_applications", tok, method="POST", json={"shop_name": "a\u0000b"})
+    assert r.status_code == 400 and r.json()["code"] in ("22021", "22P05"), r.text  # PostgreSQL's own refusals
 
 
 def test_profiles_and_rpc_on_get_are_read_only(stack: EmbeddedStack) -> None:
