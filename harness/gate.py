@@ -10,6 +10,10 @@ own rows and judges the history against the criteria.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +96,12 @@ async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js:
     world = World.for_run(run)
     notes: list[str] = []
     show.start()
+    # a thread cannot be cancelled: on Ctrl-C the build finishes (bounded by its HTTP timeouts) before the
+    # cleanup runs, or users it creates afterwards would be left behind on a shared database
+    build = asyncio.ensure_future(asyncio.to_thread(world.build))
     try:
         show.set_stage("building the run's world")
-        await asyncio.to_thread(world.build)
+        await asyncio.shield(build)
         show.say(f"world built: {len(world.users)} users, {len(world.vendors)} shops (run {run.run_id})")
         off = await asyncio.to_thread(world.place_server_clock)
         if not run.target.is_loopback:
@@ -117,10 +124,29 @@ async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js:
             await scene.stop()
     finally:
         show.set_stage("cleaning up")
+        if not build.done():
+            with contextlib.suppress(BaseException):
+                await build
         notes += await asyncio.to_thread(world.cleanup)
         await show.stop()
-        show.say("cleaned up this run's rows" + (f" ({len(notes)} problems)" if notes else ""))
+        show.say("cleaned up this run's rows" + (f" ({len(notes)} problems: {'; '.join(notes)[:300]})"
+                                                 if notes else ""))
+        run.history.meta(cleanup=notes)
     return notes
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C while an event loop is being built (CPython 3.11 leaves a half-built loop behind if
+    KeyboardInterrupt lands inside its constructor); a pending Ctrl-C is raised right after."""
+    held = threading.current_thread() is threading.main_thread()
+    if held:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if held:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def run_gate(target: Target, criteria: list[Criterion], report_root: Path, rounds: int = 3, settle_s: float = 3.0,
@@ -128,30 +154,45 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
              js: bool = True) -> GateResult:
     run = Run.create(target, report_root, {"rounds": rounds, "settle_s": settle_s, **(config or {})})
     show = Progress(run.history, quiet=quiet)
-    show.say(f"run {run.run_id} -> {run.dir}")
+    with _sigint_held():
+        runner = asyncio.Runner()
+        runner.get_loop()
     try:
-        problems = [] if skip_preflight else preflight(target)
-    except (TargetRefused, TargetUnreachable) as e:
-        run.history.meta(error=str(e))
-        run.history.close()  # what was written stays: config, environment, the history so far
-        raise
-    run.history.meta(preflight=problems)
-    notes: list[str] = []
-    if problems:
-        show.say("preflight: NO-GO: " + "; ".join(problems))
-    else:
-        show.say("preflight ok" if not skip_preflight else "preflight skipped")
+        show.say(f"run {run.run_id} -> {run.dir}")
         try:
-            notes = asyncio.run(_run_flows(run, rounds, settle_s, show, js))
-        except Exception as e:  # a crashed run still leaves its history and a verdict
-            run.history.meta(error=f"{type(e).__name__}: {e}")
-            notes.append(f"run aborted: {type(e).__name__}: {e}")
-    run.history.meta(notes=notes)
+            problems = [] if skip_preflight else preflight(target)
+        except (TargetRefused, TargetUnreachable) as e:
+            run.history.meta(error=str(e))
+            run.history.close()  # what was written stays: config, environment, the history so far
+            raise
+        run.history.meta(preflight=problems)
+        notes: list[str] = []
+        if problems:
+            show.say("preflight: NO-GO: " + "; ".join(problems))
+        else:
+            show.say("preflight ok" if not skip_preflight else "preflight skipped")
+            try:
+                notes = runner.run(_run_flows(run, rounds, settle_s, show, js))
+            except Exception as e:  # a crashed run still leaves its history and a verdict
+                run.history.meta(error=f"{type(e).__name__}: {e}")
+                notes.append(f"run aborted: {type(e).__name__}: {e}")
+        run.history.meta(notes=notes)
+        return GateResult(_finish(run, criteria), run.dir)
+    except KeyboardInterrupt:  # Ctrl-C: the rows were cleaned up (_run_flows); keep what was seen, judged as such
+        if not run.history.closed:
+            run.history.meta(error="interrupted before the run finished")
+            _finish(run, criteria)
+        raise
+    finally:
+        runner.close()
+
+
+def _finish(run: Run, criteria: list[Criterion]) -> Verdict:
     run.history.close()
     records, _ = read_history(run.dir / "history.jsonl")
     verdict = judge(records, criteria)
     write_report(run.dir, records, verdict)
-    return GateResult(verdict, run.dir)
+    return verdict
 
 
 def judge(records: list[dict[str, Any]], criteria: list[Criterion]) -> Verdict:

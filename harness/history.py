@@ -61,6 +61,10 @@ class History:
     def meta(self, **fields: Any) -> dict[str, Any]:
         return self.append("meta", **fields)
 
+    @property
+    def closed(self) -> bool:
+        return self._f is None
+
     def close(self) -> None:
         with self._lock:
             if self._f is not None:

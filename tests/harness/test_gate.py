@@ -160,3 +160,33 @@ def test_wrong_key_is_a_configuration_error_and_the_history_stays(fresh: Embedde
     [run_dir] = list(tmp_path.iterdir())
     assert (run_dir / "history.jsonl").read_text().count("\n") >= 2
     assert forged.encode() not in (run_dir / "config.json").read_bytes()
+
+
+@pytest.mark.parametrize("after", ["preflight ok", "world built", "probes"])
+def test_ctrl_c_cleans_up_the_runs_rows_and_keeps_what_was_recorded(stack: EmbeddedStack, tmp_path: Path,
+                                                                    after: str) -> None:
+    import os
+    import signal
+
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "gate", "--target", "url", "--report-dir", str(tmp_path)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "SUPABASE_URL": stack.api_url, "SUPABASE_ANON_KEY": stack.anon_key,
+                              "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key})
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:  # bounded: the gate ends by itself within seconds if the signal came too late
+        seen.append(line)
+        if after in line:
+            p.send_signal(signal.SIGINT)
+            break
+    _out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, "".join(seen) + err
+    assert "Traceback" not in err and "zora-harness: interrupted" in err
+    [run_dir] = list(tmp_path.iterdir())
+    run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+    with psycopg.connect(stack.superuser_dsn) as c:
+        left = c.execute("select count(*) from auth.users where email like %s", (f"%-{run_id}@zora-harness.test",))
+        assert left.fetchone() == (0,)  # nothing of this run stays behind on a shared database
+    history = (run_dir / "history.jsonl").read_text()
+    assert "interrupted before the run finished" in history
+    assert "NO-GO" in (run_dir / "verdict.md").read_text()
