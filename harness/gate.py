@@ -178,11 +178,13 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
                 notes.append(f"run aborted: {type(e).__name__}: {e}")
         run.history.meta(notes=notes)
         return GateResult(_finish(run, criteria), run.dir)
-    except KeyboardInterrupt:  # Ctrl-C: the rows were cleaned up (_run_flows); keep what was seen, judged as such
+    except (KeyboardInterrupt, asyncio.CancelledError) as e:
+        # Ctrl-C: the rows were cleaned up (_run_flows); keep what was seen, judged as such. (A Ctrl-C that
+        # lands before the flows' task first runs surfaces as its cancellation.)
         if not run.history.closed:
             run.history.meta(error="interrupted before the run finished")
             _finish(run, criteria)
-        raise
+        raise KeyboardInterrupt from e
     finally:
         runner.close()
 
