@@ -80,7 +80,8 @@ class Scene:
             "vendor-2/portal": ("vendor-2/portal", [Sub("orders", f"vendor_id=eq.{v2}"),
                                                     Sub("notifications", f"user_id=eq.{v2u}")]),
             "vendor-2/snoop": ("vendor-2/portal", [Sub("orders"), Sub("messages"), Sub("profiles")]),
-            "admin/dashboard": ("admin/dashboard", [Sub("orders"), Sub("vendors"), Sub("messages")]),
+            "admin/dashboard": ("admin/dashboard", [Sub("orders"), Sub("vendors"), Sub("messages"),
+                                                    Sub("products")]),
         }
         for name, (actor, subs) in layout.items():
             self.probes[name] = Probe(self.run, name, self.actors[actor].token, subs)
@@ -155,8 +156,8 @@ async def status_update(s: Scene, round_: int) -> None:
 
 
 async def cart_sync(s: Scene, round_: int) -> None:
-    """000 §5.1 Cart Sync: an item added on the phone shows on the tablet within 2 s."""
-    a = s.actors["customer-1/phone"]
+    """000 §5.1 Cart Sync: an item added on one device shows on the other within 2 s (phone and tablet take turns)."""
+    a = s.actors[s.c1_devices[round_ % 2]]
     product = s.world.products["vendor-2"][round_ % len(s.world.products["vendor-2"])]
 
     def add(client: Any) -> Any:
@@ -198,17 +199,24 @@ async def low_stock(s: Scene, round_: int) -> None:
                                                          "action_url": f"/products/{pid}"}, ["vendor-1/portal"],
                              "notification"),
                           ev("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]},
-                             ["vendor-1/portal", *s.c1_devices], "realtime")])
+                             ["vendor-1/portal", "admin/dashboard", *s.c1_devices], "realtime")])
 
 
 async def product_update(s: Scene, round_: int) -> None:
-    """000 §3.2: an admin updates a product; the vendor portal and the customers' apps see it."""
+    """000 §3.2: a vendor adds a product (the customers' apps and the admin see it); an admin updates a product
+    (the vendor portal and the customers' apps see it, and the admin's own dashboard)."""
+    v = s.actors["vendor-1/portal"]
+    vid = s.world.vendors["vendor-1"]
+    everyone = ["vendor-1/portal", "admin/dashboard", *s.c1_devices]
+    await v.op("add_product", lambda c: c.table("products").insert(  # cleanup deletes it with the vendor's products
+        {"vendor_id": vid, "name": f"New {round_} {s.run.run_id}", "price": 4.25, "inventory": 20}).execute(),
+        lambda d: [ev("products", "INSERT", {"id": d[0]["id"]}, everyone, "realtime")])
     admin = s.actors["admin/dashboard"]
     pid = s.world.products["vendor-1"][0]
     price = round(9.5 + round_, 2)
     await admin.op("update_product", lambda c: c.table("products").update({"price": price}).eq("id", pid).execute(),
-                   lambda d: [ev("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]},
-                                 ["vendor-1/portal", *s.c1_devices], "realtime")])
+                   lambda d: [ev("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]}, everyone,
+                                 "realtime")])
 
 
 async def vendor_approval(s: Scene, round_: int) -> None:
