@@ -1,8 +1,11 @@
 """asyncio transport for ``PhoenixProtocol``: a socket, a heartbeat, reconnect with backoff.
 
-It stamps every frame on arrival (the caller's clock) before anything else runs,
-so probe latencies do not include our own parsing. Every loop is bounded: the
-reconnect loop stops when ``close()`` is called or after ``max_reconnects``.
+Every message is stamped (the caller's clock) the moment its last bytes come off the socket,
+before websockets parses them and before any of our code runs: the connection subclass below
+reads the clock first thing in ``data_received``. When many sockets are ready at once (one
+event fanned out to every probe), each stamp so waits only for the other sockets' reads, not
+for their parsing, queueing and handling. Every loop is bounded: the reconnect loop stops when
+``close()`` is called or after ``max_reconnects``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import DATA_OPCODES, Frame
 
 from harness.phoenix.protocol import SUPABASE_JS_POLICY, Closed, Message, PhoenixProtocol, ReconnectPolicy, Reply
 from stack.realtime.frames import VSN1
@@ -21,6 +27,30 @@ from stack.realtime.frames import VSN1
 __all__ = ["AsyncPhoenix"]
 
 Event = Reply | Message | Closed
+
+
+class StampingConnection(ClientConnection):
+    """websockets' connection, noting when each message's last bytes arrived (one stamp per message)."""
+
+    clock: Callable[[], int] = time.perf_counter_ns  # each AsyncPhoenix sets its own (see ``_stamping``)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rx_t = 0
+        self.stamps: deque[int] = deque()
+
+    def data_received(self, data: bytes) -> None:
+        self.rx_t = self.clock()  # first thing: before websockets parses this chunk
+        super().data_received(data)
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES and event.fin:
+            self.stamps.append(self.rx_t)
+        super().process_event(event)
+
+
+def _stamping(now: Callable[[], int]) -> type[StampingConnection]:
+    return type("StampingConnection", (StampingConnection,), {"clock": staticmethod(now)})
 
 
 class AsyncPhoenix:
@@ -34,6 +64,7 @@ class AsyncPhoenix:
         self.on_event = on_event or (lambda e, t: None)
         self.on_state = on_state or (lambda s, t: None)
         self.now = now
+        self._connection = _stamping(now)
         self.max_reconnects = max_reconnects
         self._ws: Any = None
         self._waiters: dict[str, asyncio.Future[Reply]] = {}
@@ -55,8 +86,8 @@ class AsyncPhoenix:
         while not self._closing and tries <= self.max_reconnects:
             self._set_state("connecting")
             try:
-                async with websockets.connect(self.url, max_size=None, ping_interval=None,
-                                              open_timeout=self.policy.push_timeout_s) as ws:
+                async with connect(self.url, max_size=None, ping_interval=None, open_timeout=self.policy.push_timeout_s,
+                                   create_connection=self._connection) as ws:
                     self._ws = ws
                     tries = 0
                     self._set_state("open")
@@ -66,7 +97,8 @@ class AsyncPhoenix:
                     beat = asyncio.get_running_loop().create_task(self._heartbeat(ws))
                     try:
                         async for data in ws:
-                            t = self.now()
+                            stamps = cast(StampingConnection, ws).stamps
+                            t = stamps.popleft() if stamps else self.now()
                             for ev in self.proto.receive(data):
                                 if isinstance(ev, Reply) and ev.ref in self._waiters:
                                     fut = self._waiters.pop(ev.ref)
