@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,13 @@ from supabase_auth.errors import AuthError
 from harness.clock import Offset, estimate_offset, parse_wall
 from harness.run import Run
 
-__all__ = ["Actor", "World"]
+__all__ = ["Actor", "Refused", "World"]
 
 _op_ids = itertools.count(1)
+
+
+class Refused(Exception):
+    """The server said no (a refused join or push): the action did not happen."""
 Expect = list[dict[str, Any]]
 
 
@@ -53,16 +57,23 @@ class Actor:
 
     async def op(self, f: str, call: Callable[[Client], Any], expect: Callable[[Any], Expect] | None = None,
                  **info: Any) -> Any:
+        """A write through supabase-py (in a thread: the client is synchronous), recorded invoke -> outcome."""
+        return await self.aop(f, lambda: asyncio.to_thread(call, self.client), expect, **info)
+
+    async def aop(self, f: str, call: Callable[[], Awaitable[Any]], expect: Callable[[Any], Expect] | None = None,
+                  **info: Any) -> Any:
+        """Any action of this app instance, recorded: ``invoke``, then ``ok`` (with the events it must cause),
+        ``fail`` (refused: it did not happen) or ``info`` (timed out or cut off: it may have happened)."""
         op_id = next(_op_ids)
         h = self.run.history
         h.op(self.name, "invoke", f, op_id=op_id, **info)
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(call, self.client), 15)
-        except (APIError, AuthError) as e:
+            result = await asyncio.wait_for(call(), 15)
+        except (APIError, AuthError, Refused) as e:
             h.op(self.name, "fail", f, op_id=op_id, error=str(getattr(e, "message", e))[:300],
                  code=str(getattr(e, "code", "")))
             return None
-        except (TimeoutError, httpx.HTTPError) as e:
+        except (TimeoutError, ConnectionError, httpx.HTTPError) as e:
             h.op(self.name, "info", f, op_id=op_id, error=f"{type(e).__name__}: {e}"[:300])
             return None
         data = getattr(result, "data", result)

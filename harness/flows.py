@@ -20,12 +20,14 @@ from typing import Any
 
 import httpx
 
-from harness.actors import Actor, World
+from harness.actors import Actor, Refused, World
+from harness.phoenix import AsyncPhoenix
 from harness.probes import ANNOUNCEMENTS, JsProbes, Probe, Sub, quiet_heap
 from harness.run import Run
 
 __all__ = ["FLOWS", "Scene"]
 
+PRESENCE = "admin-dashboard"  # the admin dashboard's presence channel (001 §3.2, AdminRealtimeProvider)
 STATUSES = ["confirmed", "preparing", "ready", "out_for_delivery", "delivered"]
 
 
@@ -83,12 +85,13 @@ class Scene:
             "admin/dashboard": ("admin/dashboard", [Sub("orders"), Sub("vendors"), Sub("messages"),
                                                     Sub("products")]),
         }
+        watches = {"admin/dashboard": PRESENCE}  # the dashboard shows who is online (001 §3.2)
         for name, (actor, subs) in layout.items():
-            self.probes[name] = Probe(self.run, name, self.actors[actor].token, subs)
+            self.probes[name] = Probe(self.run, name, self.actors[actor].token, subs, presence=watches.get(name))
         twins: dict[str, str] = {}
         if self.js:  # each app probe again through supabase-js (snoops stay ours: RLS is the server's job)
-            js = [Probe(self.run, f"{n}@js", self.actors[a].token, subs) for n, (a, subs) in layout.items()
-                  if not n.endswith("/snoop")]
+            js = [Probe(self.run, f"{n}@js", self.actors[a].token, subs, presence=watches.get(n))
+                  for n, (a, subs) in layout.items() if not n.endswith("/snoop")]
             twins = {p.name: p.name.removesuffix("@js") for p in js}
             self.js_probes = JsProbes(self.run, js)
         # entitlement first: a twin is entitled to exactly what the probe it copies is
@@ -254,6 +257,44 @@ async def profile_updates(s: Scene, round_: int) -> None:
                              ["admin/dashboard", *s.c1_devices], "realtime")])
 
 
+async def presence_online(s: Scene, round_: int) -> None:
+    """001 §3.2 PRESENCE: another admin tab comes online, then leaves; the dashboard sees both."""
+    if round_ != 0:
+        return
+    admin = s.actors["admin/dashboard"]
+    target = s.run.target
+    tab = AsyncPhoenix(f"{target.realtime_url}?apikey={target.anon_key}&vsn=1.0.0")
+    key = f"admin-tab-{s.run.run_id}"
+    topic = f"realtime:{PRESENCE}"
+    watchers = [n for n, p in s.probes.items() if p.presence == PRESENCE]
+
+    async def open_tab() -> str:
+        await tab.connect()
+        rep = await tab.join(topic, {"config": {"presence": {"key": key, "enabled": True}}, "access_token": admin.token})
+        if rep.status != "ok":
+            raise Refused(f"join {topic}: {rep.response}")
+        return key
+
+    async def track() -> str:
+        rep = await tab.push(topic, "presence", {"type": "presence", "event": "track", "payload": {"role": "admin"}})
+        if rep.status != "ok":
+            raise Refused(f"presence track: {rep.response}")
+        return key
+
+    async def leave() -> str:
+        await tab.close()
+        return key
+
+    try:
+        if await admin.aop("open_tab", open_tab) and await admin.aop(
+                "come_online", track, lambda _: [ev("presence:join", "PRESENCE", {"key": key, "role": "admin"},
+                                                    watchers, "realtime_message")]):
+            await admin.aop("go_offline", leave,
+                            lambda _: [ev("presence:leave", "PRESENCE", {"key": key}, watchers, "realtime_message")])
+    finally:
+        await tab.close()
+
+
 async def announcement(s: Scene, round_: int) -> None:
     """001 §3.2: an admin broadcast reaches every app."""
     if round_ != 0:
@@ -271,8 +312,9 @@ async def announcement(s: Scene, round_: int) -> None:
         return r.status_code
 
     await admin.op("broadcast_announcement", send,
-                   lambda _: [ev("broadcast:announcement", "BROADCAST", {"id": mid}, list(s.probes), "realtime")])
+                   lambda _: [ev("broadcast:announcement", "BROADCAST", {"id": mid}, list(s.probes),
+                                 "realtime_message")])
 
 
 FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, product_update, profile_updates, vendor_approval,
-         announcement]
+         presence_online, announcement]

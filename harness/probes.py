@@ -53,6 +53,13 @@ def record_change(h: History, probe: str, t: int, channel: str, table: Any, type
           commit_ns=parse_wall(commit) if isinstance(commit, str) else None)
 
 
+def record_presence(h: History, probe: str, t: int, channel: str, kind: str, key: Any, meta: Any) -> None:
+    """Someone came online (``join``) or left (``leave``) a presence channel: ``presence:join`` / ``presence:leave``."""
+    fields = {k: v for k, v in meta.items() if k not in ("phx_ref", "phx_ref_prev", "presence_ref")} \
+        if isinstance(meta, dict) else {}
+    record_change(h, probe, t, channel, f"presence:{kind}", "PRESENCE", {**fields, "key": str(key)})
+
+
 def record_system(p: Probe, t: int, channel: str, status: Any, message: Any, extension: Any) -> None:
     """A server ``system`` message; postgres_changes ok (or refused) makes that channel live."""
     p.run.history.obs(p.name, "system", t=t, channel=channel, status=status, message=message)
@@ -80,6 +87,7 @@ class Probe:
     broadcasts: bool = True
     topics: list[str] = field(default_factory=list)  # further broadcast topics, beside the announcements
     url: str | None = None  # the target's realtime endpoint unless given
+    presence: str | None = None  # a presence channel to watch (who comes online and leaves)
     client: AsyncPhoenix | None = None
     live: dict[str, asyncio.Event] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -95,6 +103,13 @@ class Probe:
                 inner = ev.payload.get("payload")
                 record_change(h, self.name, t, ev.topic, f"broadcast:{ev.payload.get('event')}", "BROADCAST",
                               inner if isinstance(inner, dict) else {})
+            elif ev.event == "presence_diff" and isinstance(ev.payload, dict):
+                for kind in ("joins", "leaves"):
+                    entries = ev.payload.get(kind)
+                    for key, entry in (entries.items() if isinstance(entries, dict) else ()):
+                        metas = entry.get("metas") if isinstance(entry, dict) else None
+                        record_presence(h, self.name, t, ev.topic, kind[:-1], key,
+                                        metas[0] if isinstance(metas, list) and metas else {})
             elif ev.event == "system" and isinstance(ev.payload, dict):
                 record_system(self, t, ev.topic, ev.payload.get("status"), ev.payload.get("message"),
                               ev.payload.get("extension"))
@@ -118,6 +133,11 @@ class Probe:
             rep = await self.client.join(topic, {"config": {"postgres_changes": [pg]}, "access_token": self.token})
             if rep.status != "ok":
                 raise RuntimeError(f"probe {self.name}: join {s.table} refused: {rep.response}")
+        if self.presence:
+            rep = await self.client.join(f"realtime:{self.presence}", {
+                "config": {"presence": {"key": self.name, "enabled": True}}, "access_token": self.token})
+            if rep.status != "ok":
+                raise RuntimeError(f"probe {self.name}: join {self.presence} refused: {rep.response}")
         for name in ([ANNOUNCEMENTS] if self.broadcasts else []) + self.topics:
             rep = await self.client.join(f"realtime:{name}", {"config": {}, "access_token": self.token})
             if rep.status != "ok":
@@ -180,10 +200,10 @@ class JsProbes:
         for p in self.probes.values():
             for i, s in enumerate(p.subs):
                 p.live[f"realtime:{p.name}:{s.table}:{i}"] = asyncio.Event()
-            for topic in ([ANNOUNCEMENTS] if p.broadcasts else []) + p.topics:
+            for topic in ([ANNOUNCEMENTS] if p.broadcasts else []) + p.topics + ([p.presence] if p.presence else []):
                 self.subscribed[(p.name, f"realtime:{topic}")] = asyncio.Event()
         cfg = {"url": self.run.target.url, "anonKey": self.run.target.anon_key, "probes": [
-            {"name": p.name, "token": p.token, "subs": [s.__dict__ for s in p.subs],
+            {"name": p.name, "token": p.token, "subs": [s.__dict__ for s in p.subs], "presence": p.presence,
              "topics": ([ANNOUNCEMENTS] if p.broadcasts else []) + p.topics} for p in self.probes.values()]}
         self.proc.stdin.write((json.dumps(cfg) + "\n").encode())
         await self.proc.stdin.drain()
@@ -218,6 +238,8 @@ class JsProbes:
             if ev == "change":
                 record_change(h, p.name, t, ch, o.get("table"), o.get("type"), o.get("record"),
                               o.get("old_record"), o.get("commit_timestamp"))
+            elif ev == "presence":
+                record_presence(h, p.name, t, ch, str(o.get("kind")), o.get("key"), o.get("meta"))
             elif ev == "system":
                 record_system(p, t, ch, o.get("status"), o.get("message"), o.get("extension"))
             elif ev == "status":

@@ -3,12 +3,12 @@
 // One Node process runs several probes, each with its own client (its own socket, as each app
 // device has). The first stdin line is the configuration (keys arrive here, never on the command
 // line): {"url", "anonKey", "probes": [{"name", "token", "subs": [{"table", "filter", "event"}],
-// "topics": ["platform-announcements", ...]}]}. A later "quit" line (or stdin closing) leaves.
+// "topics": ["platform-announcements", ...], "presence": "admin-dashboard" | null}]}. A later "quit" line (or stdin closing) leaves.
 //
 // Every callback first reads process.hrtime.bigint(): CLOCK_MONOTONIC, the clock Python's
 // perf_counter_ns reads on Linux, so the harness places these stamps on the run's timeline
 // exactly. Out, one JSON object per line: {"t": "<ns>", "probe", "ev": "hello" | "status" |
-// "system" | "change" | "error", ...}.
+// "system" | "change" | "presence" | "error", ...}.
 import { createClient } from '@supabase/supabase-js'
 import ws from 'ws'
 import readline from 'node:readline'
@@ -50,6 +50,17 @@ async function start(cfg, p) {
     })
     watch(ch)
   })
+  if (p.presence) {
+    const ch = supabase.channel(p.presence, { config: { presence: { key: p.name } } })
+    for (const kind of ['join', 'leave']) {
+      ch.on('presence', { event: kind }, (e) => {
+        const t = process.hrtime.bigint()
+        const metas = kind === 'join' ? e.newPresences : e.leftPresences
+        out(t, { probe: p.name, ev: 'presence', channel: ch.topic, kind, key: e.key, meta: metas?.[0] ?? {} })
+      })
+    }
+    watch(ch)
+  }
   for (const topic of p.topics ?? []) {
     const ch = supabase.channel(topic)
     ch.on('broadcast', { event: '*' }, (b) => {

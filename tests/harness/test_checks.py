@@ -163,7 +163,8 @@ def test_default_criteria_load_and_verdicts(tmp_path: Path) -> None:
     wall0 = 1_700_000_000 * 1_000_000_000
     good: list[dict[str, Any]] = [{"kind": "meta", "t": 0, "clock": {"wall_origin": wall0}}]
     for i, (crit_id, probes) in enumerate([("order_visible", ["vendor", "admin"]), ("status_update", ["customer"]),
-                                           ("cart_sync", ["device-2"]), ("notification", ["vendor"])]):
+                                           ("cart_sync", ["device-2"]), ("notification", ["vendor"]),
+                                           ("realtime_message", ["admin"])]):
         t = i * 1000 * MS
         good += write(t, "p", i, f"e{i}", str(i), probes, crit_id)
         for p in probes:
@@ -173,9 +174,12 @@ def test_default_criteria_load_and_verdicts(tmp_path: Path) -> None:
     leaky = [*good, seen(9000 * MS, "stranger", "0", commit_ns=wall0 + 8999 * MS)]
     v = evaluate(leaky, crit)
     assert not v.go and [c.id for c, _ in v.failing()] == ["no_leaks"]
-    slow = [*good[:-1], seen(3000 * MS + 2500 * MS, "vendor", "3", commit_ns=wall0 + 3000 * MS + 20 * MS)]
+    slow = [*good[:-4], seen(3000 * MS + 2500 * MS, "vendor", "3", commit_ns=wall0 + 3000 * MS + 20 * MS), *good[-3:]]
     v = evaluate(slow, crit)
     assert not v.go and "notifications" in [c.id for c, _ in v.failing()]
+    slow_broadcast = [*good[:-1], seen(4000 * MS + 700 * MS, "admin", "4")]  # a message has no commit: send->deliver
+    v = evaluate(slow_broadcast, crit)
+    assert not v.go and [c.id for c, _ in v.failing()] == ["broadcast_presence"]
     assert evaluate([], crit).go is False  # no evidence is no GO
 
 
