@@ -167,6 +167,7 @@ class JsProbes:
         self.failures: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @staticmethod
     def unavailable() -> str | None:
@@ -250,8 +251,14 @@ class JsProbes:
                         e.set()  # do not wait out the timeout for a channel that will not come
                 elif o.get("status") == "SUBSCRIBED" and (p.name, ch) in self.subscribed:
                     self.subscribed[(p.name, ch)].set()
+        if not self._stopping:  # Node went away mid-run: its twins' misses must not look like the server's
+            code = await self.proc.wait() if self.proc is not None else None
+            self.failures.append(f"node exited with code {code}")
+            for p in self.probes.values():
+                h.obs(p.name, "closed", reason=f"supabase-js process exited with code {code}")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.proc is None:
             return
         with contextlib.suppress(Exception):

@@ -190,3 +190,42 @@ def test_ctrl_c_cleans_up_the_runs_rows_and_keeps_what_was_recorded(stack: Embed
     history = (run_dir / "history.jsonl").read_text()
     assert "interrupted before the run finished" in history
     assert "NO-GO" in (run_dir / "verdict.md").read_text()
+
+
+def test_node_dying_mid_run_shows_as_the_twins_misses_not_a_pass(stack: EmbeddedStack, tmp_path: Path) -> None:
+    import asyncio
+
+    from harness.actors import World
+    from harness.checks import completeness
+    from harness.flows import Scene, order_flow
+    from harness.history import read_history
+    from harness.run import Run
+
+    target = Target("url", stack.api_url, stack.anon_key, stack.service_role_key)
+    run = Run.create(target, tmp_path, {})
+    world = World.for_run(run)
+    world.build(customers=2, vendors=2, products_per_vendor=2)
+
+    async def go() -> None:
+        scene = Scene(run, world)
+        await scene.start()
+        try:
+            assert scene.js_probes is not None and scene.js_probes.proc is not None
+            scene.js_probes.proc.kill()
+            await asyncio.sleep(0.5)
+            await order_flow(scene, 0)
+            await asyncio.sleep(1.0)
+        finally:
+            await scene.stop()
+
+    try:
+        asyncio.run(go())
+    finally:
+        world.cleanup()
+        run.history.close()
+    records, _ = read_history(run.dir / "history.jsonl")
+    assert any(r.get("event") == "closed" and "supabase-js process exited" in str(r.get("reason")) for r in records)
+    r = completeness(records)
+    assert r.valid is False
+    assert r.details["per_probe"]["vendor-1/portal@js"]["unseen"] > 0
+    assert r.details["per_probe"]["vendor-1/portal"]["unseen"] == 0  # our own probe still got it
