@@ -8,6 +8,7 @@ from this directory alone (``zora-harness analyze``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import secrets
@@ -34,6 +35,19 @@ def _versions() -> dict[str, str]:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _js_versions() -> dict[str, str]:
+    """Node and supabase-js, as the supabase-js probes run them (empty when not installed)."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        out["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=5).stdout.strip()
+    for pkg in ("@supabase/supabase-js", "@supabase/realtime-js", "ws"):
+        try:
+            out[pkg] = json.loads((ROOT / "node_modules" / pkg / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
             continue
     return out
 
@@ -73,6 +87,7 @@ class Run:
         (run_dir / "environment.json").write_text(json.dumps({
             "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
             "cpus": __import__("os").cpu_count(), "commit": _commit(), "packages": _versions(),
+            "js": _js_versions(),
             "started_utc": stamp}, indent=2))
         history = History(run_dir / "history.jsonl", clock)
         history.meta(run_id=run_id, target=target.public(),

@@ -55,6 +55,8 @@ def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedSt
                  "charts/latency_cdf.png", "charts/delivery_matrix.png"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "results.json").read_text())["verdict"] == "GO"
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["packages"]["supabase"] and env["js"]["@supabase/supabase-js"] and env["js"]["node"].startswith("v")
     # no secret anywhere in what the run wrote
     secrets = [fresh.service_role_key, fresh.settings.jwt_secret]  # type: ignore[union-attr]
     for f in run_dir.rglob("*"):
