@@ -114,7 +114,7 @@ def _charts(out: Path, records: list[dict[str, Any]], verdict: Verdict) -> None:
                 grid[i][j], text[i][j] = got / len(ds), f"{got}/{len(ds)}"
             else:
                 grid[i][j], text[i][j] = math.nan, ""
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(groups), 0.9 + 0.45 * len(probes)))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 + 1.3 * len(groups)), 0.9 + 0.45 * len(probes)))
     ax.imshow(grid, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
     ax.set_yticks(range(len(probes)), probes, fontsize=8)
