@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--url", help="Supabase API URL (with --target url)")
     gate.add_argument("--anon-key", help="anon key (with --target url)")
     gate.add_argument("--service-key", help="service-role key (with --target url)")
+    gate.add_argument("--db-url", help="PostgreSQL URL for the preflight's checks of publication, RLS and triggers"
+                                       " (with --target url; or SUPABASE_DB_URL)")
     gate.add_argument("--criteria", type=Path, help="criteria file (default: fixtures/criteria.toml)")
     gate.add_argument("--report-dir", type=Path, default=Path("reports"), help="where run directories go")
     gate.add_argument("--rounds", type=int, default=3, help="how many times each flow runs (1-100)")
@@ -129,7 +131,7 @@ def _gate(args: argparse.Namespace) -> int:
         if args.target == "embedded":
             return _gate_embedded(criteria, args.report_dir, kw)
         if args.target == "url":
-            target = from_env(url=args.url, anon=args.anon_key, service=args.service_key)
+            target = from_env(url=args.url, anon=args.anon_key, service=args.service_key, db_url=args.db_url)
         elif Path(args.target).is_file():
             target = from_env_file(Path(args.target))
         else:

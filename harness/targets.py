@@ -75,10 +75,10 @@ def _check(url: str, anon: str, service: str, kind: str, db_url: str | None = No
 
 
 def from_env(env: dict[str, str] | None = None, url: str | None = None, anon: str | None = None,
-             service: str | None = None) -> Target:
+             service: str | None = None, db_url: str | None = None) -> Target:
     e = os.environ if env is None else env
     return _check(url or e.get("SUPABASE_URL", ""), anon or e.get("SUPABASE_ANON_KEY", ""),
-                  service or e.get("SUPABASE_SERVICE_ROLE_KEY", ""), "url", e.get("SUPABASE_DB_URL"))
+                  service or e.get("SUPABASE_SERVICE_ROLE_KEY", ""), "url", db_url or e.get("SUPABASE_DB_URL"))
 
 
 def parse_env_text(text: str) -> dict[str, str]:
