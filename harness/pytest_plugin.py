@@ -23,6 +23,7 @@ from harness.criteria import DEFAULT_CRITERIA, Criterion, load_criteria
 from harness.flows import Scene
 from harness.gate import judge, preflight
 from harness.history import read_history
+from harness.probes import JsProbes
 from harness.report import write_report
 from harness.run import Run
 from harness.targets import Target, from_env, from_env_file
@@ -108,15 +109,17 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
     report_root = Path(request.config.getoption("--report-dir"))
     criteria = load_criteria(Path(request.config.getoption("--criteria")))
     module = request.module.__name__.rsplit(".", 1)[-1]
+    js = request.config.getoption("--probes") == "both"
+    if js and (why := JsProbes.unavailable()):
+        pytest.fail(f"{why}; or pass --probes py", pytrace=False)
     run = Run.create(zora_target, report_root, {"scenario": module})
     world = World.for_run(run)
-    world.build()
-    world.place_server_clock()
-    scene = Scene(run, world, js=request.config.getoption("--probes") == "both")
-    _zora_loop.run(scene.start())
-    z = Zora(scene, _zora_loop, criteria)
-    try:
-        yield z
+    scene = Scene(run, world, js=js)
+    try:  # whatever fails from here on, the run's own rows are deleted again
+        world.build()
+        world.place_server_clock()
+        _zora_loop.run(scene.start())
+        yield Zora(scene, _zora_loop, criteria)
     finally:
         _zora_loop.run(scene.stop())
         run.history.meta(notes=world.cleanup())
