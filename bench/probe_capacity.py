@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -60,6 +61,17 @@ from harness.targets import Target  # noqa: E402
 BURSTS = 5
 
 
+def paced(rate: float, seconds: float) -> Iterator[int]:
+    """Open loop: yields each send's intended time (perf_counter_ns) once it is due; rate * seconds of them."""
+    start = time.perf_counter_ns()
+    for i in range(int(rate * seconds)):
+        due = start + int(i * 1e9 / rate)
+        wait = (due - time.perf_counter_ns()) / 1e9
+        if wait > 0:
+            time.sleep(wait)
+        yield due
+
+
 def generator(api: str, key: str, n: int, rate: float, seconds: float, ready: Any, sent: Any, port: Any) -> None:
     """Its own process: open-loop broadcasts through the stack to random probes' topics, a sentinel
     websocket server that stamps each frame right before it writes it, then the fan-out bursts."""
@@ -73,12 +85,7 @@ def generator(api: str, key: str, n: int, rate: float, seconds: float, ready: An
         ws.send(json.dumps({"topic": join["topic"], "event": "phx_reply", "ref": join["ref"],
                             "join_ref": join.get("join_ref"), "payload": {"status": "ok", "response": {}}}))
         ready.wait(120)
-        start = time.perf_counter_ns()
-        for i in range(int(rate * seconds)):  # bounded: rate * seconds frames
-            due = start + int(i * 1e9 / rate)
-            wait = (due - time.perf_counter_ns()) / 1e9
-            if wait > 0:
-                time.sleep(wait)
+        for _ in paced(rate, seconds):
             ws.send(json.dumps({"topic": join["topic"], "event": "broadcast", "ref": None, "payload": {
                 "type": "broadcast", "event": "sentinel", "payload": {"sent": time.perf_counter_ns()}}}))
         for _ in ws:  # hold the socket until the probe leaves (a second round of ticks would skew the count)
@@ -91,12 +98,7 @@ def generator(api: str, key: str, n: int, rate: float, seconds: float, ready: An
         with httpx.Client(timeout=10, headers={"apikey": key}) as h:
             url = f"{api}/realtime/v1/api/broadcast"
             ready.wait(120)
-            start = time.perf_counter_ns()
-            for i in range(int(rate * seconds)):  # bounded: rate * seconds messages
-                due = start + int(i * 1e9 / rate)
-                wait = (due - time.perf_counter_ns()) / 1e9
-                if wait > 0:
-                    time.sleep(wait)
+            for due in paced(rate, seconds):
                 h.post(url, json={"messages": [{"topic": f"cap-{rng.randrange(max(n, 1))}", "event": "tick",
                                                 "payload": {"sent": due}}]})
                 sent.value += 1

@@ -137,8 +137,8 @@ class World:
     def clock_offset(self, samples: int = 8) -> Offset:
         """The server's wall clock against ours, NTP-style (``clock.estimate_offset``).
 
-        A row's ``created_at`` is ``now()`` on the server: the start of its transaction, which lies
-        between our request and the reply. The probe rows are the run's own cart items, deleted again
+        An upserted row's ``updated_at`` is ``now()`` on the server: the start of its transaction, which
+        lies between our request and the reply. The row is the run's own cart item, deleted again
         (outside the timed part).
         """
         uid, pid = self.users["customer-1"]["id"], self.products["vendor-1"][0]

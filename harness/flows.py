@@ -262,8 +262,7 @@ async def presence_online(s: Scene, round_: int) -> None:
     if round_ != 0:
         return
     admin = s.actors["admin/dashboard"]
-    target = s.run.target
-    tab = AsyncPhoenix(f"{target.realtime_url}?apikey={target.anon_key}&vsn=1.0.0")
+    tab = AsyncPhoenix(s.run.target.socket_url)
     key = f"admin-tab-{s.run.run_id}"
     topic = f"realtime:{PRESENCE}"
     watchers = [n for n, p in s.probes.items() if p.presence == PRESENCE]

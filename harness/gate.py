@@ -92,9 +92,8 @@ def preflight(target: Target) -> list[str]:
     return problems
 
 
-async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js: bool) -> list[str]:
+async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js: bool) -> None:
     world = World.for_run(run)
-    notes: list[str] = []
     show.start()
     # a thread cannot be cancelled: on Ctrl-C the build finishes (bounded by its HTTP timeouts) before the
     # cleanup runs, or users it creates afterwards would be left behind on a shared database
@@ -127,12 +126,11 @@ async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js:
         if not build.done():
             with contextlib.suppress(BaseException):
                 await build
-        notes += await asyncio.to_thread(world.cleanup)
+        notes = await asyncio.to_thread(world.cleanup)
         await show.stop()
         show.say("cleaned up this run's rows" + (f" ({len(notes)} problems: {'; '.join(notes)[:300]})"
                                                  if notes else ""))
         run.history.meta(cleanup=notes)
-    return notes
 
 
 @contextlib.contextmanager
@@ -166,7 +164,6 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
             run.history.close()  # what was written stays: config, environment, the history so far
             raise
         run.history.meta(preflight=problems)
-        notes: list[str] = []
         if problems:
             show.say("preflight: NO-GO: " + "; ".join(problems))
         else:
@@ -178,11 +175,9 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
                 show.say("preflight ok: keys work; publication, RLS and triggers not checked (no database URL:"
                          " set SUPABASE_DB_URL); the flows still show what they break as missed events")
             try:
-                notes = runner.run(_run_flows(run, rounds, settle_s, show, js))
+                runner.run(_run_flows(run, rounds, settle_s, show, js))
             except Exception as e:  # a crashed run still leaves its history and a verdict
                 run.history.meta(error=f"{type(e).__name__}: {e}")
-                notes.append(f"run aborted: {type(e).__name__}: {e}")
-        run.history.meta(notes=notes)
         return GateResult(_finish(run, criteria), run.dir)
     except (KeyboardInterrupt, asyncio.CancelledError) as e:
         # Ctrl-C: the rows were cleaned up (_run_flows); keep what was seen, judged as such. (A Ctrl-C that

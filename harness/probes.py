@@ -120,7 +120,7 @@ class Probe:
         self.run.history.obs(self.name, "state", t=t, state=state)
 
     async def start(self, timeout: float = 15.0) -> None:
-        url = f"{self.url or self.run.target.realtime_url}?apikey={self.run.target.anon_key}&vsn=1.0.0"
+        url = f"{self.url}?apikey={self.run.target.anon_key}&vsn=1.0.0" if self.url else self.run.target.socket_url
         self.client = AsyncPhoenix(url, on_event=self._on_event, on_state=self._on_state,
                                    now=self.run.clock.now, policy=ReconnectPolicy())
         await self.client.connect(timeout)

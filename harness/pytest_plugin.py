@@ -122,7 +122,7 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
         yield Zora(scene, _zora_loop, criteria)
     finally:
         _zora_loop.run(scene.stop())
-        run.history.meta(notes=world.cleanup())
+        run.history.meta(cleanup=world.cleanup())
         run.history.close()
         records, _ = read_history(run.dir / "history.jsonl")
         write_report(run.dir, records, judge(records, criteria))

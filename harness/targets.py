@@ -53,6 +53,11 @@ class Target:
         scheme = "wss" if u.scheme == "https" else "ws"
         return f"{scheme}://{u.netloc}{u.path.rstrip('/')}/realtime/v1/websocket"
 
+    @property
+    def socket_url(self) -> str:
+        """The realtime websocket as a signed-out app opens it (vsn 1.0.0 JSON frames)."""
+        return f"{self.realtime_url}?apikey={self.anon_key}&vsn=1.0.0"
+
     def public(self) -> dict[str, str | bool]:
         """For config.json and reports: no keys, no passwords."""
         return {"kind": self.kind, "url": self.url, "label": self.label, "loopback": self.is_loopback,
