@@ -101,6 +101,7 @@ class World:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {id, email, password}
     vendors: dict[str, str] = field(default_factory=dict)  # vendor actor name -> vendor id
     products: dict[str, list[str]] = field(default_factory=dict)  # vendor name -> product ids
+    cleaned: bool = False  # cleanup() ran to its end (it runs once)
 
     @classmethod
     def for_run(cls, run: Run) -> World:
@@ -174,7 +175,7 @@ class World:
         """Delete what this run created, and nothing else: rows reachable from the run's own users."""
         problems: list[str] = []
         ids = [u["id"] for u in self.users.values()]
-        if not ids:
+        if not ids or self.cleaned:
             return problems
         steps = [
             ("orders", lambda t: t.delete().in_("user_id", ids)),
@@ -192,4 +193,5 @@ class World:
                 self.admin_client.auth.admin.delete_user(u["id"])
             except AuthError as e:
                 problems.append(f"cleanup user {name}: {e.message}")
+        self.cleaned = True
         return problems

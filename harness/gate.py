@@ -92,8 +92,7 @@ def preflight(target: Target) -> list[str]:
     return problems
 
 
-async def _run_flows(run: Run, rounds: int, settle_s: float, show: Progress, js: bool) -> None:
-    world = World.for_run(run)
+async def _run_flows(run: Run, world: World, rounds: int, settle_s: float, show: Progress, js: bool) -> None:
     show.start()
     # a thread cannot be cancelled: on Ctrl-C the build finishes (bounded by its HTTP timeouts) before the
     # cleanup runs, or users it creates afterwards would be left behind on a shared database
@@ -152,9 +151,10 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
              js: bool = True) -> GateResult:
     run = Run.create(target, report_root, {"rounds": rounds, "settle_s": settle_s, **(config or {})})
     show = Progress(run.history, quiet=quiet)
+    world = World.for_run(run)
     with _sigint_held():
         runner = asyncio.Runner()
-        runner.get_loop()
+        runner.get_loop().set_exception_handler(lambda _loop, ctx: _loop_error(run, ctx))
     try:
         show.say(f"run {run.run_id} -> {run.dir}")
         try:
@@ -175,19 +175,38 @@ def run_gate(target: Target, criteria: list[Criterion], report_root: Path, round
                 show.say("preflight ok: keys work; publication, RLS and triggers not checked (no database URL:"
                          " set SUPABASE_DB_URL); the flows still show what they break as missed events")
             try:
-                runner.run(_run_flows(run, rounds, settle_s, show, js))
+                runner.run(_run_flows(run, world, rounds, settle_s, show, js))
             except Exception as e:  # a crashed run still leaves its history and a verdict
                 run.history.meta(error=f"{type(e).__name__}: {e}")
+                _clean_up_late(runner, run, world)
         return GateResult(_finish(run, criteria), run.dir)
     except (KeyboardInterrupt, asyncio.CancelledError) as e:
-        # Ctrl-C: the rows were cleaned up (_run_flows); keep what was seen, judged as such. (A Ctrl-C that
-        # lands before the flows' task first runs surfaces as its cancellation.)
+        # Ctrl-C: keep what was seen, judged as such. (A Ctrl-C that lands before the flows' task first runs
+        # surfaces as its cancellation.)
+        _clean_up_late(runner, run, world)
         if not run.history.closed:
             run.history.meta(error="interrupted before the run finished")
             _finish(run, criteria)
         raise KeyboardInterrupt from e
     finally:
         runner.close()
+
+
+def _loop_error(run: Run, ctx: dict[str, Any]) -> None:
+    """An error asyncio could not hand to anyone (a task failing while the loop shuts down): into the
+    history, not a traceback on the user's terminal."""
+    if not run.history.closed:
+        exc = ctx.get("exception")
+        run.history.meta(loop_error=str(ctx.get("message", "")),
+                         exception=f"{type(exc).__name__}: {exc}" if exc is not None else None)
+
+
+def _clean_up_late(runner: asyncio.Runner, run: Run, world: World) -> None:
+    """If the flows' own cleanup did not run to its end (interrupted, or the loop went away first), do it now:
+    closing the runner waits for a build still running in its thread, so every user it made is known."""
+    runner.close()
+    if not world.cleaned and not run.history.closed:
+        run.history.meta(cleanup=world.cleanup(), late=True)
 
 
 def _finish(run: Run, criteria: list[Criterion]) -> Verdict:

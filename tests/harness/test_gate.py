@@ -183,7 +183,7 @@ def test_ctrl_c_cleans_up_the_runs_rows_and_keeps_what_was_recorded(stack: Embed
             break
     _out, err = p.communicate(timeout=120)
     assert p.returncode == 130, "".join(seen) + err
-    assert "Traceback" not in err and "zora-harness: interrupted" in err
+    assert "Traceback" not in err and "zora-harness: interrupted" in err, err
     [run_dir] = list(tmp_path.iterdir())
     run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
     with psycopg.connect(stack.superuser_dsn) as c:
