@@ -205,7 +205,7 @@ def _clean_up_late(runner: asyncio.Runner, run: Run, world: World) -> None:
     """If the flows' own cleanup did not run to its end (interrupted, or the loop went away first), do it now:
     closing the runner waits for a build still running in its thread, so every user it made is known."""
     runner.close()
-    if not world.cleaned and not run.history.closed:
+    if world.users and not world.cleaned and not run.history.closed:
         run.history.meta(cleanup=world.cleanup(), late=True)
 
 
