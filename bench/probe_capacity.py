@@ -52,9 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stack_process import StackProcess  # noqa: E402
-from harness.checks.latency import percentile  # noqa: E402
+from harness.checks.stats import percentile  # noqa: E402
 from harness.history import read_history  # noqa: E402
-from harness.probes import Probe, Sub, quiet_heap  # noqa: E402
+from harness.probes import Probe, quiet_heap  # noqa: E402
+from harness.records import Broadcast, ProbeInfo, SubInfo  # noqa: E402
 from harness.run import Run  # noqa: E402
 from harness.targets import Target  # noqa: E402
 
@@ -114,8 +115,9 @@ async def measure(env: dict[str, str], n: int, rate: float, seconds: float, root
     target = Target(kind="embedded", url=env["SUPABASE_URL"], anon_key=env["SUPABASE_ANON_KEY"],
                     service_role_key=env["SUPABASE_SERVICE_ROLE_KEY"])
     run = Run.create(target, root, {"bench": "probe_capacity", "n": n})
-    probes = [Probe(run, f"p{i}", target.anon_key, [Sub("orders", f"customer_id=eq.{uuid.uuid4()}")],
-                    topics=[f"cap-{i}", "cap-all"]) for i in range(n)]
+    probes = [Probe(run, ProbeInfo(name=f"p{i}", app="bench", user="", flavour="ours", topics=(f"cap-{i}", "cap-all"),
+                                   subs=(SubInfo(table="orders", filter=f"customer_id=eq.{uuid.uuid4()}"),)),
+                    target.anon_key) for i in range(n)]
     for i in range(0, n, 100):  # joined in batches: the join storm is not what we measure
         await asyncio.gather(*(p.start(60) for p in probes[i:i + 100]))
     ctx = mp.get_context("spawn")
@@ -127,8 +129,8 @@ async def measure(env: dict[str, str], n: int, rate: float, seconds: float, root
         if port.value:
             break
         await asyncio.sleep(0.1)
-    sentinel = Probe(run, "sentinel", target.anon_key, [], broadcasts=False, topics=["sentinel"],
-                     url=f"ws://127.0.0.1:{port.value}/socket")
+    sentinel = Probe(run, ProbeInfo(name="sentinel", app="bench", user="", flavour="ours", topics=("sentinel",)),
+                     target.anon_key, url=f"ws://127.0.0.1:{port.value}/socket")
     await sentinel.start(30)
     quiet_heap()  # as Scene.start does once its probes are live
     cpu0 = time.process_time()
@@ -138,18 +140,18 @@ async def measure(env: dict[str, str], n: int, rate: float, seconds: float, root
     await asyncio.get_running_loop().run_in_executor(None, gen.join, BURSTS + 30)
     await asyncio.gather(*(p.stop() for p in [*probes, sentinel]), return_exceptions=True)
     run.history.close()
-    records, _ = read_history(run.dir / "history.jsonl")
+    records = read_history(run.dir / "history.jsonl").records
     origin = run.clock.mono_origin
     e2e, added, bursts = [], [], {}
     for r in records:
-        if r.get("kind") == "obs" and r.get("event") == "change" and isinstance(r.get("record"), dict):
-            rec = r["record"]
-            if r.get("table") == "broadcast:sentinel":
-                added.append((r["t"] + origin - rec["sent"]) / 1e6)
-            elif r.get("table") == "broadcast:tick":
-                e2e.append((r["t"] + origin - rec["sent"]) / 1e6)
-            elif r.get("table") == "broadcast:burst":
-                bursts.setdefault(rec["burst"], []).append(r["t"] + origin - rec["sent"])
+        if isinstance(r, Broadcast) and "sent" in r.payload:
+            rec = r.payload
+            if r.event == "sentinel":
+                added.append((r.t + origin - rec["sent"]) / 1e6)
+            elif r.event == "tick":
+                e2e.append((r.t + origin - rec["sent"]) / 1e6)
+            elif r.event == "burst":
+                bursts.setdefault(rec["burst"], []).append(r.t + origin - rec["sent"])
     spreads = [(max(v) - min(v)) / 1e6 for v in bursts.values()]
     if not added:
         raise RuntimeError("the sentinel's frames never arrived")

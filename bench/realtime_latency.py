@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stack_process import StackProcess  # noqa: E402
+from harness.checks.stats import percentile as pct  # noqa: E402
 from stack import jwt  # noqa: E402
 
 SETUP_SQL = """
@@ -149,13 +150,6 @@ async def _run_sub(stack: BenchStack, sub: Sub, filtered: bool, stop: asyncio.Ev
                 sub.ready.set()
             if stop.is_set():
                 break
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 async def scenario(stack: BenchStack, n_subs: int, filtered: bool, rate: float, seconds: float,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stack_process import StackProcess  # noqa: E402
-from harness.checks.latency import percentile  # noqa: E402
+from harness.checks.stats import percentile  # noqa: E402
 from stack import jwt  # noqa: E402
 
 ALICE = "00000000-0000-4000-a000-000000000021"

@@ -1,9 +1,11 @@
 """Drivers: the customer, vendor and admin apps, writing through supabase-py as the apps write.
 
-Every write is an op in the history: ``invoke``, then ``ok`` (with the realtime events it must
-cause and who is entitled to each: ``expect``), ``fail`` (it definitely did not happen) or
-``info`` (outcome unknown, e.g. a timeout). The world (users, shops, products) is created per run
-and tagged with the run id; ``World.cleanup`` deletes only what this run created.
+Every write is an ``Op`` in the history: ``invoke``, then ``ok`` (with the ``Expectation`` of each
+realtime event it must cause and who is entitled to it), ``fail`` (it definitely did not happen) or
+``info`` (outcome unknown, e.g. a timeout). The world (users, shops, products) is created per run and
+tagged with the run id; each object is recorded (``Created``) before the next step, and
+``World.cleanup`` deletes the run's rows by that tag (``harness/cleanup.py``) and checks that none is
+left.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 from supabase_auth.errors import AuthError
 
+from harness.cleanup import CleanupReport, clean, tag_email
 from harness.clock import Offset, estimate_offset, parse_wall
+from harness.records import Created, Expectation, Op
 from harness.run import Run
 
 __all__ = ["Actor", "Refused", "World"]
@@ -30,7 +34,9 @@ _op_ids = itertools.count(1)
 
 class Refused(Exception):
     """The server said no (a refused join or push): the action did not happen."""
-Expect = list[dict[str, Any]]
+
+
+Expect = list[Expectation]
 
 
 def _client(url: str, key: str) -> Client:
@@ -66,18 +72,24 @@ class Actor:
         ``fail`` (refused: it did not happen) or ``info`` (timed out or cut off: it may have happened)."""
         op_id = next(_op_ids)
         h = self.run.history
-        h.op(self.name, "invoke", f, op_id=op_id, **info)
+        h.append(Op(process=self.name, type="invoke", f=f, op_id=op_id, args=info))
         try:
             result = await asyncio.wait_for(call(), 15)
         except (APIError, AuthError, Refused) as e:
-            h.op(self.name, "fail", f, op_id=op_id, error=str(getattr(e, "message", e))[:300],
-                 code=str(getattr(e, "code", "")))
+            h.append(Op(process=self.name, type="fail", f=f, op_id=op_id, error=str(getattr(e, "message", e))[:300],
+                        code=str(getattr(e, "code", ""))))
             return None
         except (TimeoutError, ConnectionError, httpx.HTTPError) as e:
-            h.op(self.name, "info", f, op_id=op_id, error=f"{type(e).__name__}: {e}"[:300])
+            h.append(Op(process=self.name, type="info", f=f, op_id=op_id, error=f"{type(e).__name__}: {e}"[:300]))
             return None
         data = getattr(result, "data", result)
-        h.op(self.name, "ok", f, op_id=op_id, expect=expect(data) if expect else [], result=_brief(data))
+        if expect is not None and isinstance(data, list) and not data:
+            # a write that names its row but returns none: RLS hid the row, or it is gone; nothing happened
+            h.append(Op(process=self.name, type="fail", f=f, op_id=op_id, code="no_rows",
+                        error="the write returned no rows (hidden by RLS, or missing)"))
+            return None
+        h.append(Op(process=self.name, type="ok", f=f, op_id=op_id, expect=tuple(expect(data)) if expect else (),
+                    result=_brief(data)))
         return data
 
 
@@ -98,25 +110,34 @@ class World:
 
     run: Run
     admin_client: Client
-    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {id, email, password}
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {id, email, password, role}
     vendors: dict[str, str] = field(default_factory=dict)  # vendor actor name -> vendor id
     products: dict[str, list[str]] = field(default_factory=dict)  # vendor name -> product ids
-    cleaned: bool = False  # cleanup() ran to its end (it runs once)
+    report: CleanupReport | None = None  # set once cleanup() ran to its end (it runs once)
 
     @classmethod
     def for_run(cls, run: Run) -> World:
         return cls(run, _client(run.target.url, run.target.service_role_key))
 
+    @property
+    def cleaned(self) -> bool:
+        return self.report is not None
+
+    def _created(self, table: str, id_: str, label: str) -> None:
+        self.run.history.append(Created(table=table, id=id_, label=label))
+
     def _create_user(self, name: str, role: str) -> dict[str, Any]:
-        email = f"{name}-{self.run.run_id}@zora-harness.test"
+        email = tag_email(name, self.run.run_id)
         password = secrets.token_urlsafe(12)
         r = self.admin_client.auth.admin.create_user({
             "email": email, "password": password, "email_confirm": True,
             "user_metadata": {"full_name": f"{name} ({self.run.run_id})", "zora_harness_run": self.run.run_id}})
         uid = r.user.id
+        # known before the next step: if what follows fails, cleanup still knows this user
+        self.users[name] = {"id": uid, "email": email, "password": password, "role": role}
+        self._created("auth.users", uid, name)
         if role != "customer":
             self.admin_client.table("profiles").update({"role": role}).eq("id", uid).execute()
-        self.users[name] = {"id": uid, "email": email, "password": password}
         return self.users[name]
 
     def build(self, customers: int = 2, vendors: int = 2, products_per_vendor: int = 2) -> None:
@@ -130,10 +151,13 @@ class World:
                 {"user_id": u["id"], "shop_name": f"Shop {i} {self.run.run_id}", "is_verified": True}).execute()
             vid = str(_rows(v.data)[0]["id"])
             self.vendors[name] = vid
+            self._created("vendors", vid, name)
             rows = [{"vendor_id": vid, "name": f"Item {j} {self.run.run_id}", "price": 3.5 + j, "inventory": 500,
                      "low_stock_threshold": 5} for j in range(products_per_vendor)]
             created = self.admin_client.table("products").insert(rows).execute().data
             self.products[name] = [str(p["id"]) for p in _rows(created)]
+            for pid in self.products[name]:
+                self._created("products", pid, name)
 
     def clock_offset(self, samples: int = 8) -> Offset:
         """The server's wall clock against ours, NTP-style (``clock.estimate_offset``).
@@ -158,40 +182,13 @@ class World:
         finally:
             self.admin_client.table("cart_items").delete().eq("user_id", uid).in_("id", made or ["-"]).execute()
 
-    def place_server_clock(self) -> Offset:
-        """Record the server clock's offset for commit->deliver figures: zero on this machine (one
-        clock), estimated with its error bar for a remote target. Call after ``build``."""
-        off = Offset() if self.run.target.is_loopback else self.clock_offset()
-        self.run.offset = off
-        self.run.history.meta(clock={"wall_origin": self.run.clock.wall_origin, "offset_ns": off.offset_ns,
-                                     "error_ns": off.error_ns, "estimated": not self.run.target.is_loopback})
-        return off
+    def actor(self, user: str, name: str | None = None) -> Actor:
+        """An app instance signed in as one of the run's users (``name``: the instance, e.g. customer-1/phone)."""
+        u = self.users[user]
+        return Actor(self.run, name or user, u["email"], u["password"], u["id"])
 
-    def actor(self, name: str, device: str | None = None) -> Actor:
-        u = self.users[name]
-        return Actor(self.run, f"{name}/{device}" if device else name, u["email"], u["password"], u["id"])
-
-    def cleanup(self) -> list[str]:
-        """Delete what this run created, and nothing else: rows reachable from the run's own users."""
-        problems: list[str] = []
-        ids = [u["id"] for u in self.users.values()]
-        if not ids or self.cleaned:
-            return problems
-        steps = [
-            ("orders", lambda t: t.delete().in_("user_id", ids)),
-            ("conversations", lambda t: t.delete().in_("customer_id", ids)),
-            ("vendor_applications", lambda t: t.delete().in_("user_id", ids)),
-            ("products", lambda t: t.delete().in_("vendor_id", list(self.vendors.values()) or ["-"])),
-        ]
-        for table, action in steps:
-            try:
-                action(self.admin_client.table(table)).execute()
-            except APIError as e:
-                problems.append(f"cleanup {table}: {e.message}")
-        for name, u in self.users.items():
-            try:
-                self.admin_client.auth.admin.delete_user(u["id"])
-            except AuthError as e:
-                problems.append(f"cleanup user {name}: {e.message}")
-        self.cleaned = True
-        return problems
+    def cleanup(self) -> CleanupReport:
+        """Delete what this run created, and nothing else, found by the run's tag; then check none is left."""
+        if self.report is None:
+            self.report = clean(self.admin_client, self.run.run_id, [u["id"] for u in self.users.values()])
+        return self.report

@@ -1,32 +1,57 @@
 """``zora-harness``: the command line.
 
-Exit codes (documented in README.md):
-    0  success (and, for ``gate``, GO)
-    1  NO-GO (``gate``)
-    2  bad usage or configuration
-    3  target unreachable / the embedded stack could not start
-  130  interrupted (Ctrl-C) before finishing
+Exit codes (documented in README.md, each tested):
+    0  success (``gate``, ``analyze``: GO; ``clean``: nothing of the run left)
+    1  NO-GO (``gate``, ``analyze``); ``clean``: rows of the run remain
+    2  bad usage or configuration (one line on stderr)
+    3  target unreachable, not a Supabase API, or the embedded stack could not start
+    4  internal error of the harness (the run directory keeps what was recorded, with a NO-GO report)
+  128+n  interrupted by signal n: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP; cleaned up, recorded, reported
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["EXIT_NO_GO", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_INTERNAL", "EXIT_NO_GO", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_NO_GO = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 4
+
+EXIT_CODES = """exit codes:
+  0    GO (clean: nothing of the run left)
+  1    NO-GO (clean: rows of the run remain)
+  2    bad usage or configuration
+  3    target unreachable or not a Supabase API; embedded stack failed to start
+  4    internal error of the harness (what was recorded is kept, with a NO-GO report)
+  130  interrupted by Ctrl-C (143 SIGTERM, 129 SIGHUP): cleaned up, recorded, reported"""
+
+GATE_EPILOG = f"""examples:
+  zora-harness gate                                  # the embedded stack, started and stopped for you
+  SUPABASE_URL=https://x.supabase.co SUPABASE_ANON_KEY=... SUPABASE_SERVICE_ROLE_KEY=... zora-harness gate --target url
+  supabase status -o env > status.env && zora-harness gate --env-file status.env
+
+keys and URLs come from flags, else --env-file, else the environment (SUPABASE_URL, SUPABASE_ANON_KEY,
+SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL); prefer the environment or a file: flags show in `ps`.
+--url, --anon-key, --service-key, --db-url and --env-file imply --target url.
+
+{EXIT_CODES}"""
+
+URL_FLAGS = ("url", "anon_key", "service_key", "db_url", "env_file")
 
 
 class UsageError(Exception):
@@ -38,13 +63,46 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help (unless it has none, or says it already), and epilogs kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("zora-harness")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _target_flags(p: argparse.ArgumentParser, db_url: str, default: str) -> None:
+    p.add_argument("--target", default=None,
+                   help="embedded (start the embedded stack), url (a Supabase given by URL and keys), or a file "
+                        f"written by `supabase status -o env` (default: {default})")
+    p.add_argument("--env-file", type=Path, help="read SUPABASE_URL / keys / DB URL from this file "
+                                                 "(`supabase status -o env` names work too)")
+    p.add_argument("--url", help="Supabase API URL (default: $SUPABASE_URL)")
+    p.add_argument("--anon-key", help="anon key (default: $SUPABASE_ANON_KEY)")
+    p.add_argument("--service-key", help="service-role key (default: $SUPABASE_SERVICE_ROLE_KEY)")
+    p.add_argument("--db-url", help=f"PostgreSQL URL {db_url} (default: $SUPABASE_DB_URL)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="zora-harness", description="Prove that Zora's realtime sync works.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p = _Parser(prog="zora-harness", description="Prove that Zora's realtime sync works.", epilog=EXIT_CODES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"zora-harness {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     stack = sub.add_parser("stack", help="the embedded Supabase-compatible stack")
-    stack_sub = stack.add_subparsers(dest="stack_command", metavar="ACTION")
+    stack_sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", parser_class=_Parser)
     stack_sub.required = True
     up = stack_sub.add_parser("up", help="start the stack in the foreground and print its URLs and keys")
     up.add_argument("--port", type=int, default=54321, help="API port on 127.0.0.1 (0 = any free port)")
@@ -58,30 +116,43 @@ def _parser() -> argparse.ArgumentParser:
                     help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
                          "every 100 ms and 500 ms when idle, as hosted Supabase Realtime does, to preview "
                          "production's latency tail")
-    gate = sub.add_parser("gate", help="run the flows against a target and give a GO / NO-GO verdict (exit code)")
-    gate.add_argument("--target", default="embedded",
-                      help="embedded (default: start the embedded stack), url (SUPABASE_URL / SUPABASE_ANON_KEY / "
-                           "SUPABASE_SERVICE_ROLE_KEY or the flags below), or a file written by `supabase status -o env`")
-    gate.add_argument("--url", help="Supabase API URL (with --target url)")
-    gate.add_argument("--anon-key", help="anon key (with --target url)")
-    gate.add_argument("--service-key", help="service-role key (with --target url)")
-    gate.add_argument("--db-url", help="PostgreSQL URL for the preflight's checks of publication, RLS and triggers"
-                                       " (with --target url; or SUPABASE_DB_URL)")
+
+    gate = sub.add_parser("gate", help="run the flows against a target and give a GO / NO-GO verdict (exit code)",
+                          description="Run the design documents' flows against a target and judge them against "
+                                      "the success criteria. The exit code is the verdict.",
+                          epilog=GATE_EPILOG, formatter_class=_Help)
+    _target_flags(gate, "for the preflight's checks of publication, RLS and triggers",
+                  "embedded, or url when any URL or key flag is given")
     gate.add_argument("--criteria", type=Path, help="criteria file (default: fixtures/criteria.toml)")
     gate.add_argument("--report-dir", type=Path, default=Path("reports"), help="where run directories go")
     gate.add_argument("--rounds", type=int, default=3, help="how many times each flow runs (1-100)")
-    gate.add_argument("--settle", type=float, default=3.0, help="seconds to wait for late events (0-60)")
+    gate.add_argument("--settle", type=float, default=3.0,
+                      help="seconds to wait for late events (at least the criteria's longest deadline, at most 60)")
     gate.add_argument("--skip-preflight", action="store_true", help="run the flows even if preflight finds problems")
     gate.add_argument("--quiet", action="store_true", help="no progress display")
     gate.add_argument("--probes", choices=("both", "py"), default="both",
-                      help="both: our Phoenix probes and supabase-js twins under Node (default); py: ours only")
-    analyze = sub.add_parser("analyze", help="re-check a stored run directory against the criteria")
+                      help="both: our Phoenix probes and supabase-js twins under Node; py: ours only")
+
+    analyze = sub.add_parser("analyze", help="judge a stored run again, into a directory of its own",
+                             description="Judge a stored run directory again (by default with the criteria the run "
+                                         "recorded), writing the verdict files to RUN/analysis/<time>/ or --out; the "
+                                         "run's own verdict is never overwritten.",
+                             epilog=EXIT_CODES, formatter_class=_Help)
     analyze.add_argument("run_dir", type=Path)
-    analyze.add_argument("--criteria", type=Path, help="criteria file (default: fixtures/criteria.toml)")
+    analyze.add_argument("--criteria", type=Path, help="criteria file (default: the run's own criteria.toml)")
+    analyze.add_argument("--out", type=Path, help="where to write (default: RUN/analysis/<UTC time>/)")
+
+    clean = sub.add_parser("clean", help="delete a run's rows from a target, by the run's tag",
+                           description="Delete every row a run created on a target (found by its run id: users, "
+                                       "shops, products, orders, conversations), for a run that was killed before "
+                                       "its own cleanup. Only rows carrying the tag are touched.",
+                           epilog=EXIT_CODES, formatter_class=_Help)
+    clean.add_argument("--run-id", required=True, help="the run id (zr + 8 hex digits; in the run's config.json)")
+    _target_flags(clean, "(not needed)", "url")
     return p
 
 
-def _load_criteria(path: Path | None) -> list[Any]:
+def _load_criteria(path: Path | None) -> Any:
     from harness.criteria import DEFAULT_CRITERIA, CriteriaError, load_criteria
 
     try:
@@ -90,54 +161,87 @@ def _load_criteria(path: Path | None) -> list[Any]:
         raise UsageError(str(e)) from e
 
 
-def _print_verdict(verdict: object, run_dir: Path) -> None:
-    from harness.criteria import Verdict
+def _target(args: argparse.Namespace, default: str = "embedded") -> Any:
+    """The target the flags name; URL and key flags imply (and demand) a url target."""
+    from harness.targets import TargetError, from_env
 
-    assert isinstance(verdict, Verdict)
-    print(f"\n{verdict.label}  ({run_dir})")
-    for c, r in verdict.lines:
-        mark = {True: "pass   ", False: "FAIL   ", None: "unknown"}[r.valid]
-        print(f"  {mark} {c.id:<18} {r.summary}")
+    given = [f"--{f.replace('_', '-')}" for f in URL_FLAGS if getattr(args, f, None)]
+    kind = args.target or ("url" if given else default)
+    if kind == "embedded":
+        if given:
+            raise UsageError(f"{', '.join(given)} name a Supabase to test, but --target embedded starts its own; "
+                             "drop --target embedded (they imply --target url)")
+        return None
+    env_file = args.env_file
+    if kind != "url":
+        if not Path(kind).is_file():
+            raise UsageError(f"--target {kind!r}: not embedded, url, or a readable env file")
+        if env_file is not None:
+            raise UsageError("--target FILE and --env-file both name an env file; give one")
+        env_file = Path(kind)
     try:
-        flavours = json.loads((run_dir / "results.json").read_text()).get("probe_flavours") or {}
-    except (OSError, ValueError):
-        flavours = {}
+        return from_env(url=args.url, anon=args.anon_key, service=args.service_key, db_url=args.db_url,
+                        env_file=env_file)
+    except TargetError as e:
+        raise UsageError(f"{e} (flags: --url, --anon-key, --service-key, --env-file)") from e
+
+
+def _out(line: str = "") -> None:
+    """Print to stdout; a reader that went away (``gate | head -1``) does not turn a verdict into a crash."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _print_verdict(verdict: Any, where: Path) -> None:
+    from harness.checks import LABELS
+    from harness.criteria import NOT_JUDGED
+    from harness.report import headline
+
+    _out(f"{headline(verdict)}  ({where})")
+    not_judged = [ln for ln in verdict.lines if ln.result.summary == NOT_JUDGED]
+    for ln in verdict.lines:
+        if ln.result.summary != NOT_JUDGED:
+            _out(f"  {LABELS[ln.result.valid]:<7} {ln.criterion.id:<18} {ln.result.summary}")
+    if not_judged:
+        _out(f"  {LABELS[None]:<7} {len(not_judged)} criteria not judged: the flows did not run (see above)")
+    f = verdict.flavours
     for name in ("ours", "supabase-js"):
-        f = flavours.get(name)
-        if f and "p99" in f:
-            print(f"  {'probes':<26} {name}: {f['delivered']}/{f['expected']} delivered, write->deliver p50"
-                  f" {f['p50']:.1f} / p99 {f['p99']:.1f} ms")
-    g = flavours.get("twin_minus_original_ms")
+        fl = f.get(name)
+        if fl and "p99" in fl:
+            _out(f"  {'probes':<26} {name}: {fl['delivered']}/{fl['expected']} delivered, write->deliver p50"
+                 f" {fl['p50']:.1f} / p99 {fl['p99']:.1f} ms")
+    g = f.get("twin_minus_original_ms")
     if g:
-        print(f"  {'':<26} supabase-js stamps {g['p50']:.1f} ms after ours at the median (p99 {g['p99']:.1f} ms)")
+        _out(f"  {'':<26} supabase-js stamps {g['p50']:.1f} ms after ours at the median (p99 {g['p99']:.1f} ms)")
 
 
 def _gate(args: argparse.Namespace) -> int:
     from harness.gate import TargetRefused, TargetUnreachable, run_gate
     from harness.probes import JsProbes
-    from harness.targets import TargetError, from_env, from_env_file
+    from harness.run import RunDirError
 
+    target = _target(args)
     criteria = _load_criteria(args.criteria)
     if not 1 <= args.rounds <= 100:
         raise UsageError("--rounds must be between 1 and 100")
-    if not 0 <= args.settle <= 60:
-        raise UsageError("--settle must be between 0 and 60 seconds")
+    floor = criteria.settle_floor_s()
+    if not args.settle <= 60 or args.settle < floor:
+        raise UsageError(f"--settle {args.settle:g}: must be from {floor:g} s (the criteria's longest deadline: a "
+                         "shorter window counts events still due as unseen) to 60 s")
+    if args.report_dir.exists() and not args.report_dir.is_dir():
+        raise UsageError(f"--report-dir {args.report_dir}: exists and is not a directory")
     if args.probes == "both" and (why := JsProbes.unavailable()):
         raise UsageError(f"{why}; or pass --probes py")
     kw = {"rounds": args.rounds, "settle_s": args.settle, "skip_preflight": args.skip_preflight, "quiet": args.quiet,
-          "js": args.probes == "both",
-          "config": {"criteria": str(args.criteria or "fixtures/criteria.toml"), "probes": args.probes}}
+          "js": args.probes == "both", "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
     try:
-        if args.target == "embedded":
+        if target is None:
             return _gate_embedded(criteria, args.report_dir, kw)
-        if args.target == "url":
-            target = from_env(url=args.url, anon=args.anon_key, service=args.service_key, db_url=args.db_url)
-        elif Path(args.target).is_file():
-            target = from_env_file(Path(args.target))
-        else:
-            raise UsageError(f"--target {args.target!r}: not embedded, url, or a readable env file")
         result = run_gate(target, criteria, args.report_dir, **kw)
-    except (TargetError, TargetRefused) as e:
+    except (TargetRefused, RunDirError) as e:
         raise UsageError(str(e)) from e
     except TargetUnreachable as e:
         print(f"zora-harness: {e}", file=sys.stderr)
@@ -146,9 +250,8 @@ def _gate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.verdict.go else EXIT_NO_GO
 
 
-def _gate_embedded(criteria: list[Any], report_dir: Path, kw: dict[str, Any]) -> int:
+def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> int:
     from harness.gate import run_gate
-    from harness.targets import Target
     from stack.migrate import MigrationError
     from stack.postgres import PostgresError
     from stack.server import EmbeddedStack, StackError
@@ -160,9 +263,7 @@ def _gate_embedded(criteria: list[Any], report_dir: Path, kw: dict[str, Any]) ->
         except (PostgresError, StackError, MigrationError) as e:
             print(f"zora-harness: embedded stack failed to start: {e}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        target = Target("embedded", stack.api_url, stack.anon_key, stack.service_role_key, stack.superuser_dsn,
-                        name="embedded")
-        result = run_gate(target, criteria, report_dir, **kw)
+        result = run_gate(stack.target(), criteria, report_dir, **kw)
     finally:
         stack.stop()
     _print_verdict(result.verdict, result.run_dir)
@@ -170,21 +271,70 @@ def _gate_embedded(criteria: list[Any], report_dir: Path, kw: dict[str, Any]) ->
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from harness.gate import judge
-    from harness.history import read_history
+    from harness.criteria import CriteriaError, parse_criteria
+    from harness.judge import judge
     from harness.report import write_report
 
-    history = args.run_dir / "history.jsonl"
+    run_dir: Path = args.run_dir
+    history = run_dir / "history.jsonl"
     if not history.is_file():
-        raise UsageError(f"{args.run_dir}: no history.jsonl there (not a run directory)")
-    criteria = _load_criteria(args.criteria)
-    records, skipped = read_history(history)
-    verdict = judge(records, criteria)
-    write_report(args.run_dir, records, verdict)
-    if skipped:
-        print(f"note: {skipped} unreadable line(s) skipped (a run cut short?)", file=sys.stderr)
-    _print_verdict(verdict, args.run_dir)
-    return EXIT_OK if verdict.go else EXIT_NO_GO
+        raise UsageError(f"{run_dir}: no history.jsonl there (not a run directory)")
+    own = run_dir / "criteria.toml"
+    if args.criteria is not None:
+        criteria = _load_criteria(args.criteria)
+    elif own.is_file():
+        try:
+            criteria = parse_criteria(own.read_text(encoding="utf-8"), str(own))
+        except (CriteriaError, UnicodeDecodeError) as e:
+            raise UsageError(f"{own}: the run's own criteria cannot be read ({e}); pass --criteria") from e
+    else:
+        raise UsageError(f"{run_dir}: the run recorded no criteria.toml; pass --criteria FILE")
+    out = args.out or run_dir / "analysis" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    if out.resolve() == run_dir.resolve():
+        raise UsageError("--out must not be the run directory: the run's own verdict is never overwritten")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: exists and is not an empty directory")
+    judged = judge(history, criteria)
+    try:
+        write_report(out, judged.analysis, judged.verdict)
+    except OSError as e:
+        raise UsageError(f"--out {out}: {e.strerror or e}") from e
+    _print_verdict(judged.verdict, out)
+    print(f"zora-harness: wrote the analysis to {out}", file=sys.stderr)
+    return EXIT_OK if judged.verdict.go else EXIT_NO_GO
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from harness.cleanup import RUN_ID, clean
+    from harness.gate import TargetRefused, TargetUnreachable, preflight
+
+    if not RUN_ID.match(args.run_id):
+        raise UsageError(f"--run-id {args.run_id!r}: not a run id (zr + 8 hex digits, from the run's config.json)")
+    target = _target(args, default="url")
+    if target is None:
+        raise UsageError("clean needs the Supabase the run wrote to (an embedded stack's rows went away with it)")
+    try:
+        preflight(target)
+    except TargetRefused as e:
+        raise UsageError(str(e)) from e
+    except TargetUnreachable as e:
+        print(f"zora-harness: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    from supabase import ClientOptions, create_client
+
+    admin = create_client(target.url, target.service_role_key,
+                          ClientOptions(auto_refresh_token=False, persist_session=False))
+    report = clean(admin, args.run_id)
+    for p in report.problems:
+        print(f"  problem: {p}", file=sys.stderr)
+    if not report.verified:
+        print(f"zora-harness: could not verify what is left of run {args.run_id}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if report.left:
+        _out(f"rows of run {args.run_id} remain: " + ", ".join(f"{n} {t}" for t, n in sorted(report.left.items())))
+        return EXIT_NO_GO
+    _out(f"nothing of run {args.run_id} is left on {target.safe_url}")
+    return EXIT_OK
 
 
 def _port_free(port: int) -> bool:
@@ -268,22 +418,39 @@ def _print_status(stack: object, env: bool) -> None:
     print(f"\n{'ready in':>17}: {stack.timings.get('ready', 0):.2f} s")
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "stack" and args.stack_command == "up":
+        return _stack_up(args)
+    if args.command == "gate":
+        return _gate(args)
+    if args.command == "analyze":
+        return _analyze(args)
+    if args.command == "clean":
+        return _clean(args)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from harness.signals import Interrupt, SignalGuard, exit_code
+
     try:
-        args = _parser().parse_args(argv)
-        if args.command == "stack" and args.stack_command == "up":
-            return _stack_up(args)
-        if args.command == "gate":
-            return _gate(args)
-        if args.command == "analyze":
-            return _analyze(args)
-        raise UsageError(f"unknown command {args.command!r}")
+        with SignalGuard():  # SIGTERM and SIGHUP as Ctrl-C, wherever they land
+            return _dispatch(_parser().parse_args(argv))
     except UsageError as e:
         print(f"zora-harness: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupt as e:
+        print(f"zora-harness: interrupted ({e.name})", file=sys.stderr)
+        return exit_code(e.signum)
     except KeyboardInterrupt:
-        print("zora-harness: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print("zora-harness: interrupted (SIGINT)", file=sys.stderr)
+        return exit_code(signal.SIGINT)
+    except Exception as e:  # a bug: one line, its own exit code; what was recorded stays in the run directory
+        print(f"zora-harness: internal error: {type(e).__name__}: {e}"
+              + ("" if os.environ.get("ZORA_DEBUG") else " (ZORA_DEBUG=1 shows the traceback)"), file=sys.stderr)
+        if os.environ.get("ZORA_DEBUG"):
+            traceback.print_exc()
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

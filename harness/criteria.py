@@ -1,30 +1,47 @@
-"""Criteria (``fixtures/criteria.toml``) and the verdict: checker results -> GO / NO-GO with reasons.
+"""Criteria (``fixtures/criteria.toml``) and the verdict: one analysis -> every line -> GO / NO-GO.
 
-GO needs every criterion valid. An invalid one is NO-GO; an unknown one (no samples, a
-checker that failed, an error bar across the threshold) is NO-GO too, named as unknown:
-a release is not waved through on missing evidence.
+The verdict is built here and nowhere else. Its lines come in the order a reader needs them:
+
+1. the run's own lines, cause first: ``preflight`` (the target is not set up as the apps need),
+   ``run`` (it crashed, was interrupted, or never finished: no finish record), ``history`` (lines of
+   the history could not be read), ``writes`` (an app's write failed: the flows did not do what they
+   test; a write of unknown outcome makes it unknown), ``cleanup`` (rows of the run were left on the
+   target);
+2. one line per criterion of the file.
+
+GO needs every line valid. An invalid line is NO-GO; an unknown one (no samples, a checker that
+failed, an error bar across the threshold) is NO-GO too, named as unknown: a release is not waved
+through on missing evidence. When the flows never ran, the criteria are "not judged" and the run
+lines say why.
+
+Pure: this module reads an ``Analysis`` (``harness.checks``) and needs nothing of the runtime.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from harness.checks import Result, completeness, latency, ordering, run_checker
-from harness.checks.latency import METRICS, STATISTICS
+from harness.apps import EVENT_GROUPS
+from harness.checks import METRICS, STATISTICS, Analysis, Result, completeness, latency, ordering, run_checker
 
-__all__ = ["DEFAULT_CRITERIA", "CriteriaError", "Criterion", "Verdict", "evaluate", "load_criteria"]
+__all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Criterion", "Line", "Verdict",
+           "load_criteria", "parse_criteria", "verdict"]
 
 DEFAULT_CRITERIA = Path(__file__).resolve().parent.parent / "fixtures" / "criteria.toml"
 KINDS = {"latency", "completeness", "leaks", "ordering"}
+RESERVED = frozenset({"preflight", "run", "history", "writes", "cleanup"})  # the verdict's own run lines
 _KEYS = {
     "latency": {"title", "source", "kind", "events", "metric", "statistic", "max_ms"},
     "completeness": {"title", "source", "kind", "min_delivered_pct"},
     "leaks": {"title", "source", "kind", "max_unexpected"},
     "ordering": {"title", "source", "kind"},
 }
+NOT_JUDGED = "not judged: the flows did not run"
 
 
 class CriteriaError(ValueError):
@@ -37,7 +54,7 @@ class Criterion:
     title: str
     kind: str
     source: str = ""
-    events: str = "*"
+    events: str = "*"  # the event group judged ("*": all)
     metric: str = ""
     statistic: str = ""
     max_ms: float = 0.0
@@ -45,83 +62,224 @@ class Criterion:
     max_unexpected: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
+class CriteriaSet:
+    """The criteria a run is judged by, with the exact text they came from (stored in the run directory,
+    so a run can be judged again after the file changed)."""
+
+    criteria: tuple[Criterion, ...]
+    text: str
+    source: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def __iter__(self) -> Any:
+        return iter(self.criteria)
+
+    def settle_floor_s(self) -> float:
+        """The longest latency deadline of any event group: a settle window shorter than this counts events
+        that are still due as unseen."""
+        return max((c.max_ms / 1000 for c in self.criteria if c.kind == "latency" and c.events != "*"),
+                   default=0.0)
+
+
+@dataclass(frozen=True)
+class Line:
+    criterion: Criterion
+    result: Result
+
+
+@dataclass(frozen=True)
 class Verdict:
     go: bool
-    lines: list[tuple[Criterion, Result]] = field(default_factory=list)
+    lines: tuple[Line, ...]
+    target: dict[str, Any] = field(default_factory=dict)  # the public view of the target it ran against
+    flavours: dict[str, Any] = field(default_factory=dict)  # write->deliver per probe flavour
+    criteria_sha256: str = ""
 
     @property
     def label(self) -> str:
         return "GO" if self.go else "NO-GO"
 
-    def failing(self) -> list[tuple[Criterion, Result]]:
-        return [(c, r) for c, r in self.lines if r.valid is not True]
+    @property
+    def judged(self) -> bool:
+        return not any(ln.result.summary == NOT_JUDGED for ln in self.lines)
+
+    def failing(self) -> list[Line]:
+        return [ln for ln in self.lines if ln.result.valid is not True]
+
+    def line(self, cid: str) -> Line:
+        return next(ln for ln in self.lines if ln.criterion.id == cid)
 
 
-def load_criteria(path: Path = DEFAULT_CRITERIA) -> list[Criterion]:
+def _num(v: Any) -> TypeGuard[int | float]:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def parse_criteria(text: str, source: str = "criteria") -> CriteriaSet:
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise CriteriaError(f"criteria file {path}: not found") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise CriteriaError(f"criteria file {path}: not valid TOML ({e})") from e
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CriteriaError(f"criteria file {source}: not valid TOML ({e})") from e
     out: list[Criterion] = []
     for cid, spec in data.items():
+        where = f"criteria file {source}: [{cid}]"
+        if cid in RESERVED:
+            raise CriteriaError(f"{where}: the id is reserved for the verdict's own lines ({', '.join(sorted(RESERVED))})")
         if not isinstance(spec, dict):
-            raise CriteriaError(f"criteria file {path}: [{cid}] must be a table")
+            raise CriteriaError(f"{where} must be a table")
         kind = spec.get("kind")
         if kind not in KINDS:
-            raise CriteriaError(f"criteria file {path}: [{cid}] kind must be one of {sorted(KINDS)}")
+            raise CriteriaError(f"{where} kind must be one of {sorted(KINDS)}")
         unknown = set(spec) - _KEYS[kind]
         if unknown:
-            raise CriteriaError(f"criteria file {path}: [{cid}] unknown key(s) {sorted(unknown)}")
+            raise CriteriaError(f"{where} unknown key(s) {sorted(unknown)}")
         if not isinstance(spec.get("title", ""), str) or not spec.get("title"):
-            raise CriteriaError(f"criteria file {path}: [{cid}] needs a title")
+            raise CriteriaError(f"{where} needs a title")
+        if not isinstance(spec.get("source", ""), str):
+            raise CriteriaError(f"{where} source must be a string")
         if kind == "latency":
+            events = spec.get("events", "*")
+            if not isinstance(events, str):
+                raise CriteriaError(f"{where} events must be a string: an event group or \"*\"")
+            if events != "*" and events not in EVENT_GROUPS:
+                raise CriteriaError(f"{where} events {events!r}: no flow produces that event group "
+                                    f"(known: {', '.join(sorted(EVENT_GROUPS))})")
             if spec.get("metric") not in METRICS:
-                raise CriteriaError(f"criteria file {path}: [{cid}] metric must be one of {list(METRICS)}")
+                raise CriteriaError(f"{where} metric must be one of {list(METRICS)}")
             if spec.get("statistic") not in STATISTICS:
-                raise CriteriaError(f"criteria file {path}: [{cid}] statistic must be one of {list(STATISTICS)}")
+                raise CriteriaError(f"{where} statistic must be one of {list(STATISTICS)}")
             mx = spec.get("max_ms")
-            if not isinstance(mx, int | float) or isinstance(mx, bool) or mx <= 0:
-                raise CriteriaError(f"criteria file {path}: [{cid}] max_ms must be a positive number")
-        for k in ("min_delivered_pct", "max_unexpected"):
-            v = spec.get(k)
-            if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
-                raise CriteriaError(f"criteria file {path}: [{cid}] {k} must be a non-negative number")
-        out.append(Criterion(id=cid, **{k: v for k, v in spec.items()}))
+            if not (_num(mx) and mx > 0):
+                raise CriteriaError(f"{where} max_ms must be a positive finite number")
+        pct = spec.get("min_delivered_pct")
+        if pct is not None and (not _num(pct) or not 0 <= pct <= 100):
+            raise CriteriaError(f"{where} min_delivered_pct must be a number from 0 to 100")
+        mu = spec.get("max_unexpected")
+        if mu is not None and (not isinstance(mu, int) or isinstance(mu, bool) or mu < 0):
+            raise CriteriaError(f"{where} max_unexpected must be a non-negative whole number")
+        out.append(Criterion(id=cid, **spec))
     if not out:
-        raise CriteriaError(f"criteria file {path}: no criteria")
-    return out
+        raise CriteriaError(f"criteria file {source}: no criteria")
+    return CriteriaSet(tuple(out), text, source)
 
 
-def _deadlines(criteria: list[Criterion]) -> dict[str, float]:
-    return {c.events: c.max_ms for c in criteria if c.kind == "latency" and c.events != "*"}
+def load_criteria(path: Path = DEFAULT_CRITERIA) -> CriteriaSet:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise CriteriaError(f"criteria file {path}: not found") from e
+    except IsADirectoryError as e:
+        raise CriteriaError(f"criteria file {path}: is a directory, not a file") from e
+    except UnicodeDecodeError as e:
+        raise CriteriaError(f"criteria file {path}: not UTF-8 text") from e
+    except OSError as e:
+        raise CriteriaError(f"criteria file {path}: {e.strerror or e}") from e
+    return parse_criteria(text, str(path))
 
 
-def judge(records: list[dict[str, Any]], c: Criterion, deadlines: dict[str, float]) -> Result:
+# -- the verdict -----------------------------------------------------------------------------------
+
+def _run_criterion(cid: str, title: str) -> Criterion:
+    return Criterion(id=cid, title=title, kind="run")
+
+
+def _run_lines(a: Analysis, clean_hint: str) -> list[Line]:
+    run = a.run
+    lines: list[Line] = []
+    for p in run.preflight:
+        if p.problems:
+            lines.append(Line(_run_criterion("preflight", "The target is set up as the apps need it"),
+                              Result("preflight", False, value=len(p.problems), summary="; ".join(p.problems),
+                                     details={"evidence": list(p.problems), "checked": list(p.checked)})))
+    why: list[str] = []
+    if run.started is None:
+        why.append("history incomplete: it has no run_started record")
+    if run.interrupted is not None:
+        where = f" during {run.interrupted.stage}" if run.interrupted.stage else ""
+        why.append(f"interrupted by {run.interrupted.signal}{where}")
+    why += [f"{e.error}" + (f" (during {e.stage})" if e.stage else "") for e in run.errors]
+    if run.finished is None:
+        why.append("the run did not finish: its history has no finish record (the harness was killed, or the "
+                   "history was cut short)")
+    if why:
+        lines.append(Line(_run_criterion("run", "The run completed"),
+                          Result("run", False, summary="; ".join(why), details={"evidence": why})))
+    if run.unreadable:
+        first = run.unreadable[0]
+        lines.append(Line(_run_criterion("history", "The history is whole"),
+                          Result("history", False, value=len(run.unreadable),
+                                 summary=f"{len(run.unreadable)} unreadable line(s) in the history; first: line "
+                                         f"{first[0]}: {first[1]}",
+                                 details={"evidence": [{"line": n, "reason": r} for n, r in run.unreadable[:20]]})))
+    if run.failed or run.uncertain:
+        op = (run.failed or run.uncertain)[0]
+        ev = [{"type": o.type, "process": o.process, "f": o.f, "error": o.error} for o in
+              [*run.failed, *run.uncertain][:20]]
+        lines.append(Line(_run_criterion("writes", "Every write of the flows happened"),
+                          Result("writes", False if run.failed else None, value=len(run.failed) + len(run.uncertain),
+                                 summary=f"{len(run.failed)} write(s) failed, {len(run.uncertain)} of unknown outcome; "
+                                         f"first: {op.f} by {op.process}: {op.error}",
+                                 details={"evidence": ev})))
+    if run.created or run.cleanups:
+        last = run.cleanups[-1] if run.cleanups else None
+        c = _run_criterion("cleanup", "The run removed every row it created")
+        if last is None:
+            res = Result("cleanup", False, summary=f"no cleanup recorded: rows of this run may be left on the target; "
+                                                   f"remove them with {clean_hint}")
+        elif last.left:
+            left = ", ".join(f"{n} {t}" for t, n in sorted(last.left.items()))
+            res = Result("cleanup", False, value=sum(last.left.values()),
+                         summary=f"left on the target: {left}; remove them with {clean_hint}",
+                         details={"left": dict(last.left), "evidence": list(last.problems)})
+        elif not last.verified:
+            res = Result("cleanup", None, summary="cleanup could not be verified by the run's tag"
+                                                  + (f" ({'; '.join(last.problems)[:200]})" if last.problems else ""),
+                         details={"evidence": list(last.problems)})
+        else:
+            res = Result("cleanup", True, value=0, summary="nothing of this run left on the target"
+                                                           + (f" ({len(last.problems)} retried problems)"
+                                                              if last.problems else ""),
+                         details={"evidence": list(last.problems)})
+        lines.append(Line(c, res))
+    return lines
+
+
+def _judge(a: Analysis, c: Criterion, base: Result) -> Result:
     if c.kind == "latency":
-        return latency(records, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id)
-    base = completeness(records, deadlines)
+        return latency(a, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id)
+    if c.kind == "ordering":
+        r = ordering(a)
+        return Result(c.id, r.valid, value=r.value, summary=r.summary, details=r.details)
+    if base.valid is None:
+        return Result(c.id, None, summary=base.summary, details=base.details)
+    counts = base.details["counts"]
     if c.kind == "completeness":
-        if base.valid is None:
-            return Result(c.id, None, summary=base.summary, details=base.details)
-        counts = base.details["counts"]
         ok = (base.value >= c.min_delivered_pct and counts["lost"] == 0 and counts["unseen"] == 0
               and counts["duplicated"] == 0)
         return Result(c.id, ok, value=base.value, summary=base.summary, details=base.details)
-    if c.kind == "leaks":
-        if base.valid is None:
-            return Result(c.id, None, summary=base.summary)
-        n = base.details["counts"]["unexpected"]
-        leaks = [e for e in base.details["evidence"] if e["class"] == "unexpected"]
-        return Result(c.id, n <= c.max_unexpected, value=n, summary=f"{n} unexpected deliveries (leaks)",
-                      details={"evidence": leaks})
-    r = ordering(records)
-    return Result(c.id, r.valid, value=r.value, summary=r.summary, details=r.details)
+    n = counts["unexpected"]
+    return Result(c.id, n <= c.max_unexpected, value=n, summary=f"{n} unexpected deliveries (leaks)",
+                  details={"evidence": base.details["evidence"].get("unexpected", [])})
 
 
-def evaluate(records: list[dict[str, Any]], criteria: list[Criterion]) -> Verdict:
-    deadlines = _deadlines(criteria)
-    lines = [(c, run_checker(c.id, judge, records, c, deadlines)) for c in criteria]
-    return Verdict(go=all(r.valid is True for _, r in lines), lines=lines)
+def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criterion, ...]) -> Verdict:
+    """Every line of the verdict, from one analysis."""
+    crit = tuple(criteria)
+    target = dict(a.run.started.target) if a.run.started else {}
+    run_id = a.run.started.run_id if a.run.started else "<run id>"
+    kind = str(target.get("kind", "url"))
+    hint = f"`zora-harness clean --run-id {run_id} --target {kind if kind != 'embedded' else 'url'} ...`"
+    lines = _run_lines(a, hint)
+    deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*"}
+    base = run_checker("completeness", completeness, a, deadlines)
+    for c in crit:
+        if not a.run.flows_ran:
+            lines.append(Line(c, Result(c.id, None, summary=NOT_JUDGED)))
+        else:
+            lines.append(Line(c, run_checker(c.id, _judge, a, c, base)))
+    return Verdict(go=all(ln.result.valid is True for ln in lines), lines=tuple(lines), target=target,
+                   flavours=a.flavours(), criteria_sha256=criteria.sha256 if isinstance(criteria, CriteriaSet) else "")

@@ -1,109 +1,124 @@
 """The flows of the design documents (000 §5, 001 §6), as drivers and probes.
 
-Probes subscribe as the apps do (001 §4.5): the customer app to its own orders, notifications and
-cart (one probe per device: phone and tablet), and to products; the vendor portal to its shop's
-orders and products and its notifications; the admin dashboard to all orders, vendors and
-messages. Two *snoop* probes subscribe without any filter with another customer's and another
-vendor's token: RLS alone must keep other people's rows from them, so a leak shows as an
-"unexpected" delivery.
-
-Each write records its expected events: what row, which criterion (``fixtures/criteria.toml``
-event groups), and exactly which probes are entitled to it.
+The scene runs the apps of the declaration (``harness/apps.py``): one probe per app instance, plus
+its supabase-js twin, each subscribed as that app subscribes. A flow writes as an app writes and says
+which events the write must cause (``Scene.expect``: a change, a broadcast or a presence diff, with the
+facts that decide who may see it); the declaration answers who is entitled to each, so no flow names a
+probe. The snoops (another customer's and another vendor's unfiltered subscriptions) are entitled to
+their own user's rows only: RLS alone must keep other people's rows from them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from harness.actors import Actor, Refused, World
+from harness.apps import (
+    ANNOUNCEMENTS,
+    DECLARATION,
+    PRESENCE,
+    BroadcastEvent,
+    ChangeEvent,
+    Declaration,
+    Event,
+    PresenceEvent,
+    ProbeSpec,
+    Viewer,
+)
 from harness.phoenix import AsyncPhoenix
-from harness.probes import ANNOUNCEMENTS, JsProbes, Probe, Sub, quiet_heap
+from harness.probes import JsProbes, Probe, quiet_heap, topic
+from harness.records import Expectation, ProbeInfo, ProbeSet, SubInfo
 from harness.run import Run
 
 __all__ = ["FLOWS", "Scene"]
 
-PRESENCE = "admin-dashboard"  # the admin dashboard's presence channel (001 §3.2, AdminRealtimeProvider)
 STATUSES = ["confirmed", "preparing", "ready", "out_for_delivery", "delivered"]
-
-
-def ev(table: str, type_: str, match: dict[str, Any], to: list[str], criterion: str) -> dict[str, Any]:
-    return {"eid": f"{table}:{type_}:{uuid.uuid4().hex[:10]}", "table": table, "type": type_,
-            "match": {k: v for k, v in match.items() if v is not None}, "deliver_to": to, "criterion": criterion}
 
 
 @dataclass
 class Scene:
     run: Run
     world: World
+    declaration: Declaration = DECLARATION
+    js: bool = True  # also probe through supabase-js under Node
     probes: dict[str, Probe] = field(default_factory=dict)
     actors: dict[str, Actor] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)
     conversation: str | None = None
-    js: bool = True  # also probe through supabase-js under Node
     js_probes: JsProbes | None = None
+    twins: dict[str, str] = field(default_factory=dict)  # spec name -> its supabase-js twin's probe name
 
-    @property
-    def c1_devices(self) -> list[str]:
-        return ["customer-1/phone", "customer-1/tablet"]
+    def viewer(self, user: str) -> Viewer:
+        u = self.world.users[user]
+        return Viewer(uid=str(u["id"]), role=u.get("role", "customer"), vendor_id=self.world.vendors.get(user))
+
+    def devices(self, user: str) -> list[str]:
+        """The names of the user's app instances (phone, tablet, ...) whose actors write."""
+        return [p.name for p in self.declaration.probes if p.user == user and self.declaration.app(p).name
+                == "customer-app"]
+
+    def _info(self, spec: ProbeSpec, flavour: Literal["ours", "supabase-js"]) -> ProbeInfo:
+        v = self.viewer(spec.user)
+        app = self.declaration.app(spec)
+        twin = flavour == "supabase-js"
+        return ProbeInfo(name=f"{spec.name}@js" if twin else spec.name, app=app.name, user=spec.user, flavour=flavour,
+                         original=spec.name if twin else None, presence=app.presence, topics=app.topics,
+                         subs=tuple(SubInfo(table=s.table, filter=s.filter_for(v), event=s.event)
+                                    for s in self.declaration.subs(spec)))
 
     async def start(self) -> None:
         w = self.world
-        for name, device in [("customer-1", "phone"), ("customer-1", "tablet"), ("customer-2", "phone"),
-                             ("vendor-1", "portal"), ("vendor-2", "portal"), ("admin", "dashboard")]:
-            a = w.actor(name, device)
-            await a.sign_in()
-            self.actors[a.name] = a
-        c1, c2 = w.users["customer-1"]["id"], w.users["customer-2"]["id"]
-        v1u, v2u = w.users["vendor-1"]["id"], w.users["vendor-2"]["id"]
-        v1, v2 = w.vendors["vendor-1"], w.vendors["vendor-2"]
-        layout: dict[str, tuple[str, list[Sub]]] = {
-            "customer-1/phone": ("customer-1/phone", [Sub("orders", f"user_id=eq.{c1}"),
-                                                      Sub("notifications", f"user_id=eq.{c1}"),
-                                                      Sub("cart_items", f"user_id=eq.{c1}"), Sub("products"),
-                                                      Sub("vendors")]),
-            "customer-1/tablet": ("customer-1/tablet", [Sub("orders", f"user_id=eq.{c1}"),
-                                                        Sub("notifications", f"user_id=eq.{c1}"),
-                                                        Sub("cart_items", f"user_id=eq.{c1}"), Sub("products"),
-                                                        Sub("vendors")]),
-            "customer-2/phone": ("customer-2/phone", [Sub("orders", f"user_id=eq.{c2}"),
-                                                      Sub("notifications", f"user_id=eq.{c2}"),
-                                                      Sub("cart_items", f"user_id=eq.{c2}")]),
-            "customer-2/snoop": ("customer-2/phone", [Sub("orders"), Sub("notifications"), Sub("cart_items"),
-                                                      Sub("profiles")]),
-            "vendor-1/portal": ("vendor-1/portal", [Sub("orders", f"vendor_id=eq.{v1}"),
-                                                    Sub("products", f"vendor_id=eq.{v1}"),
-                                                    Sub("notifications", f"user_id=eq.{v1u}"), Sub("messages"),
-                                                    Sub("profiles")]),
-            "vendor-2/portal": ("vendor-2/portal", [Sub("orders", f"vendor_id=eq.{v2}"),
-                                                    Sub("notifications", f"user_id=eq.{v2u}")]),
-            "vendor-2/snoop": ("vendor-2/portal", [Sub("orders"), Sub("messages"), Sub("profiles")]),
-            "admin/dashboard": ("admin/dashboard", [Sub("orders"), Sub("vendors"), Sub("messages"),
-                                                    Sub("products")]),
-        }
-        watches = {"admin/dashboard": PRESENCE}  # the dashboard shows who is online (001 §3.2)
-        for name, (actor, subs) in layout.items():
-            self.probes[name] = Probe(self.run, name, self.actors[actor].token, subs, presence=watches.get(name))
-        twins: dict[str, str] = {}
+        for spec in self.declaration.probes:  # an actor per app instance: its session is the probe's token
+            if spec.name not in self.actors:
+                a = w.actor(spec.user, spec.name)
+                await a.sign_in()
+                self.actors[spec.name] = a
+        infos = [self._info(spec, "ours") for spec in self.declaration.probes]
+        self.probes = {i.name: Probe(self.run, i, self.actors[i.name].token) for i in infos}
+        twins: list[ProbeInfo] = []
         if self.js:  # each app probe again through supabase-js (snoops stay ours: RLS is the server's job)
-            js = [Probe(self.run, f"{n}@js", self.actors[a].token, subs, presence=watches.get(n))
-                  for n, (a, subs) in layout.items() if not n.endswith("/snoop")]
-            twins = {p.name: p.name.removesuffix("@js") for p in js}
-            self.js_probes = JsProbes(self.run, js)
-        # entitlement first: a twin is entitled to exactly what the probe it copies is
-        self.run.history.meta(twins=twins)
+            twins = [self._info(spec, "supabase-js") for spec in self.declaration.probes if spec.twin]
+            self.twins = {str(t.original): t.name for t in twins}
+            self.js_probes = JsProbes(self.run, [Probe(self.run, t, self.actors[str(t.original)].token) for t in twins])
+        # entitlement before anything is delivered: who runs which app, with which subscriptions
+        self.run.history.append(ProbeSet(probes=(*infos, *twins)))
         await asyncio.gather(*(p.start() for p in self.probes.values()),
                              *([self.js_probes.start()] if self.js_probes else []))
         quiet_heap()
-        self.run.history.meta(probes={n: [s.__dict__ for s in p.subs] for n, p in self.probes.items()})
 
     @property
     def probe_names(self) -> list[str]:
         return [*self.probes, *(self.js_probes.probes if self.js_probes else ())]
+
+    def entitled(self, event: Event) -> tuple[str, ...]:
+        """Every running probe (both flavours) entitled to the event, by the declaration."""
+        viewers = {u: self.viewer(u) for u in self.declaration.users()}
+        names = self.declaration.entitled(event, viewers)
+        return tuple(sorted({*names, *(self.twins[n] for n in names if n in self.twins)}))
+
+    def expect(self, event: Event) -> Expectation:
+        """The expectation a write records for one event it must cause."""
+        match = {k: str(v) for k, v in event.key.items() if v is not None}
+        source: Literal["change", "broadcast", "presence"]
+        type_ = ""
+        if isinstance(event, ChangeEvent):
+            source, subject, type_ = "change", event.table, event.type
+        elif isinstance(event, BroadcastEvent):
+            source, subject = "broadcast", event.event
+        else:
+            source, subject = "presence", event.event
+        return Expectation(eid=f"{subject}:{type_ or source}:{uuid.uuid4().hex[:10]}", source=source, subject=subject,
+                           type=type_, match=match, deliver_to=self.entitled(event), group=event.group)
+
+    def change(self, table: str, type_: Literal["INSERT", "UPDATE", "DELETE"], key: Mapping[str, Any],
+               facts: Mapping[str, Any], group: str) -> Expectation:
+        return self.expect(ChangeEvent(table, type_, key, facts, group))
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.probes.values()),
@@ -122,12 +137,11 @@ async def order_flow(s: Scene, round_: int) -> None:
         return client.table("orders").insert({"user_id": a.uid, "vendor_id": v1, "total": 7.5,
                                               "notes": f"{s.run.run_id} round {round_}"}).execute()
 
-    def expect(data: Any) -> list[dict[str, Any]]:
+    def expect(data: Any) -> list[Expectation]:
         o = data[0]
-        return [ev("orders", "INSERT", {"id": o["id"]},
-                   ["vendor-1/portal", "admin/dashboard", *s.c1_devices, ], "order_visible"),
-                ev("notifications", "INSERT", {"user_id": v1u, "action_url": f"/orders/{o['id']}"},
-                   ["vendor-1/portal"], "notification")]
+        return [s.change("orders", "INSERT", {"id": o["id"]}, o, "order_visible"),
+                s.change("notifications", "INSERT", {"user_id": v1u, "action_url": f"/orders/{o['id']}"},
+                         {"user_id": v1u}, "notification")]
 
     data = await a.op("place_order", place, expect)
     if data:
@@ -147,20 +161,22 @@ async def status_update(s: Scene, round_: int) -> None:
         def change(client: Any, status: str = status) -> Any:
             return client.table("orders").update({"status": status}).eq("id", order["id"]).execute()
 
-        def expect(data: Any, status: str = status) -> list[dict[str, Any]]:
+        def expect(data: Any, status: str = status) -> list[Expectation]:
             o = data[0]
-            return [ev("orders", "UPDATE", {"id": o["id"], "status": status, "updated_at": o["updated_at"]},
-                       [*s.c1_devices, "admin/dashboard", "vendor-1/portal"], "status_update"),
-                    ev("notifications", "INSERT",
-                       {"user_id": c1, "description": f"Your order #{o['order_number']} is now "
-                                                      f"{status.replace('_', ' ')}"}, s.c1_devices, "notification")]
+            return [s.change("orders", "UPDATE", {"id": o["id"], "status": status, "updated_at": o["updated_at"]}, o,
+                             "status_update"),
+                    s.change("notifications", "INSERT",
+                             {"user_id": c1, "description": f"Your order #{o['order_number']} is now "
+                                                            f"{status.replace('_', ' ')}"},
+                             {"user_id": c1}, "notification")]
 
         await v.op("set_status", change, expect, status=status)
 
 
 async def cart_sync(s: Scene, round_: int) -> None:
-    """000 §5.1 Cart Sync: an item added on one device shows on the other within 2 s (phone and tablet take turns)."""
-    a = s.actors[s.c1_devices[round_ % 2]]
+    """000 §5.1 Cart Sync: an item added on one device shows on the other within 2 s (the devices take turns)."""
+    devices = s.devices("customer-1")
+    a = s.actors[devices[round_ % len(devices)]]
     product = s.world.products["vendor-2"][round_ % len(s.world.products["vendor-2"])]
 
     def add(client: Any) -> Any:
@@ -168,10 +184,10 @@ async def cart_sync(s: Scene, round_: int) -> None:
                                                   "vendor_id": s.world.vendors["vendor-2"]},
                                                  on_conflict="user_id,product_id").execute()
 
-    def expect(data: Any) -> list[dict[str, Any]]:
+    def expect(data: Any) -> list[Expectation]:
         row = data[0]
-        typ = "INSERT" if row["created_at"] == row["updated_at"] else "UPDATE"
-        return [ev("cart_items", typ, {"id": row["id"], "quantity": row["quantity"]}, s.c1_devices, "cart_sync")]
+        typ: Literal["INSERT", "UPDATE"] = "INSERT" if row["created_at"] == row["updated_at"] else "UPDATE"
+        return [s.change("cart_items", typ, {"id": row["id"], "quantity": row["quantity"]}, row, "cart_sync")]
 
     await a.op("add_to_cart", add, expect)
 
@@ -179,15 +195,17 @@ async def cart_sync(s: Scene, round_: int) -> None:
 async def messages(s: Scene, round_: int) -> None:
     """000 §3.2: a customer's message reaches the vendor and the admin."""
     a = s.actors["customer-1/phone"]
+    v1 = s.world.vendors["vendor-1"]
     if s.conversation is None:
         conv = await a.op("open_conversation", lambda c: c.table("conversations").insert(
-            {"customer_id": a.uid, "vendor_id": s.world.vendors["vendor-1"], "subject": s.run.run_id}).execute())
+            {"customer_id": a.uid, "vendor_id": v1, "subject": s.run.run_id}).execute())
         if not conv:
             return
         s.conversation = conv[0]["id"]
     await a.op("send_message", lambda c: c.table("messages").insert(
         {"conversation_id": s.conversation, "sender_id": a.uid, "content": f"hello {round_}"}).execute(),
-        lambda d: [ev("messages", "INSERT", {"id": d[0]["id"]}, ["vendor-1/portal", "admin/dashboard"], "realtime")])
+        lambda d: [s.change("messages", "INSERT", {"id": d[0]["id"]}, {"customer_id": a.uid, "vendor_id": v1},
+                            "realtime")])
 
 
 async def low_stock(s: Scene, round_: int) -> None:
@@ -198,11 +216,11 @@ async def low_stock(s: Scene, round_: int) -> None:
     v1u = s.world.users["vendor-1"]["id"]
     pid = s.world.products["vendor-1"][1]
     await v.op("update_inventory", lambda c: c.table("products").update({"inventory": 4}).eq("id", pid).execute(),
-               lambda d: [ev("notifications", "INSERT", {"user_id": v1u, "type": "low_stock",
-                                                         "action_url": f"/products/{pid}"}, ["vendor-1/portal"],
-                             "notification"),
-                          ev("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]},
-                             ["vendor-1/portal", "admin/dashboard", *s.c1_devices], "realtime")])
+               lambda d: [s.change("notifications", "INSERT", {"user_id": v1u, "type": "low_stock",
+                                                               "action_url": f"/products/{pid}"},
+                                   {"user_id": v1u}, "notification"),
+                          s.change("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]}, d[0],
+                                   "realtime")])
 
 
 async def product_update(s: Scene, round_: int) -> None:
@@ -210,16 +228,15 @@ async def product_update(s: Scene, round_: int) -> None:
     (the vendor portal and the customers' apps see it, and the admin's own dashboard)."""
     v = s.actors["vendor-1/portal"]
     vid = s.world.vendors["vendor-1"]
-    everyone = ["vendor-1/portal", "admin/dashboard", *s.c1_devices]
     await v.op("add_product", lambda c: c.table("products").insert(  # cleanup deletes it with the vendor's products
         {"vendor_id": vid, "name": f"New {round_} {s.run.run_id}", "price": 4.25, "inventory": 20}).execute(),
-        lambda d: [ev("products", "INSERT", {"id": d[0]["id"]}, everyone, "realtime")])
+        lambda d: [s.change("products", "INSERT", {"id": d[0]["id"]}, d[0], "realtime")])
     admin = s.actors["admin/dashboard"]
     pid = s.world.products["vendor-1"][0]
     price = round(9.5 + round_, 2)
     await admin.op("update_product", lambda c: c.table("products").update({"price": price}).eq("id", pid).execute(),
-                   lambda d: [ev("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]}, everyone,
-                                 "realtime")])
+                   lambda d: [s.change("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]}, d[0],
+                                       "realtime")])
 
 
 async def vendor_approval(s: Scene, round_: int) -> None:
@@ -234,10 +251,11 @@ async def vendor_approval(s: Scene, round_: int) -> None:
     admin = s.actors["admin/dashboard"]
     await admin.op("approve_vendor", lambda c: c.table("vendor_applications").update({"status": "approved"})
                    .eq("id", app[0]["id"]).execute(),
-                   lambda d: [ev("vendors", "INSERT", {"user_id": applicant.uid}, ["admin/dashboard", *s.c1_devices],
-                                 "realtime"),
-                              ev("notifications", "INSERT", {"user_id": applicant.uid, "type": "vendor_application"},
-                                 ["customer-2/phone", "customer-2/snoop"], "notification")])
+                   lambda d: [s.change("vendors", "INSERT", {"user_id": applicant.uid},
+                                       {"user_id": applicant.uid, "is_active": True}, "realtime"),
+                              s.change("notifications", "INSERT", {"user_id": applicant.uid,
+                                                                   "type": "vendor_application"},
+                                       {"user_id": applicant.uid}, "notification")])
 
 
 async def profile_updates(s: Scene, round_: int) -> None:
@@ -245,16 +263,16 @@ async def profile_updates(s: Scene, round_: int) -> None:
     vendor); a vendor updates the shop profile (seen by the customers' apps and the admin)."""
     c = s.actors["customer-1/phone"]
     name = f"Customer One {s.run.run_id} r{round_}"
-    # RLS: a vendor sees the profiles of customers who ordered from them; with no order yet, nobody may see it
-    entitled = ["vendor-1/portal"] if s.orders else []
+    # RLS: a vendor sees the profiles of customers who ordered from them
+    ordered_from = sorted({str(o["vendor_id"]) for o in s.orders})
     await c.op("update_profile", lambda cl: cl.table("profiles").update({"full_name": name}).eq("id", c.uid).execute(),
-               lambda _: [ev("profiles", "UPDATE", {"id": c.uid, "full_name": name}, entitled, "realtime")])
+               lambda _: [s.change("profiles", "UPDATE", {"id": c.uid, "full_name": name},
+                                   {"id": c.uid, "ordered_from": ordered_from}, "realtime")])
     v = s.actors["vendor-1/portal"]
     vid = s.world.vendors["vendor-1"]
     about = f"Baked every morning ({s.run.run_id} r{round_})"
     await v.op("update_shop", lambda cl: cl.table("vendors").update({"description": about}).eq("id", vid).execute(),
-               lambda _: [ev("vendors", "UPDATE", {"id": vid, "description": about},
-                             ["admin/dashboard", *s.c1_devices], "realtime")])
+               lambda d: [s.change("vendors", "UPDATE", {"id": vid, "description": about}, d[0], "realtime")])
 
 
 async def presence_online(s: Scene, round_: int) -> None:
@@ -264,18 +282,18 @@ async def presence_online(s: Scene, round_: int) -> None:
     admin = s.actors["admin/dashboard"]
     tab = AsyncPhoenix(s.run.target.socket_url)
     key = f"admin-tab-{s.run.run_id}"
-    topic = f"realtime:{PRESENCE}"
-    watchers = [n for n, p in s.probes.items() if p.presence == PRESENCE]
+    channel = topic(PRESENCE)
 
     async def open_tab() -> str:
         await tab.connect()
-        rep = await tab.join(topic, {"config": {"presence": {"key": key, "enabled": True}}, "access_token": admin.token})
+        rep = await tab.join(channel, {"config": {"presence": {"key": key, "enabled": True}},
+                                       "access_token": admin.token})
         if rep.status != "ok":
-            raise Refused(f"join {topic}: {rep.response}")
+            raise Refused(f"join {channel}: {rep.response}")
         return key
 
     async def track() -> str:
-        rep = await tab.push(topic, "presence", {"type": "presence", "event": "track", "payload": {"role": "admin"}})
+        rep = await tab.push(channel, "presence", {"type": "presence", "event": "track", "payload": {"role": "admin"}})
         if rep.status != "ok":
             raise Refused(f"presence track: {rep.response}")
         return key
@@ -286,10 +304,8 @@ async def presence_online(s: Scene, round_: int) -> None:
 
     try:
         if await admin.aop("open_tab", open_tab) and await admin.aop(
-                "come_online", track, lambda _: [ev("presence:join", "PRESENCE", {"key": key, "role": "admin"},
-                                                    watchers, "realtime_message")]):
-            await admin.aop("go_offline", leave,
-                            lambda _: [ev("presence:leave", "PRESENCE", {"key": key}, watchers, "realtime_message")])
+                "come_online", track, lambda _: [s.expect(PresenceEvent(PRESENCE, "join", {"key": key, "role": "admin"}))]):
+            await admin.aop("go_offline", leave, lambda _: [s.expect(PresenceEvent(PRESENCE, "leave", {"key": key}))])
     finally:
         await tab.close()
 
@@ -311,8 +327,7 @@ async def announcement(s: Scene, round_: int) -> None:
         return r.status_code
 
     await admin.op("broadcast_announcement", send,
-                   lambda _: [ev("broadcast:announcement", "BROADCAST", {"id": mid}, list(s.probes),
-                                 "realtime_message")])
+                   lambda _: [s.expect(BroadcastEvent(ANNOUNCEMENTS, "announcement", {"id": mid}))])
 
 
 FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, product_update, profile_updates, vendor_approval,

@@ -1,31 +1,30 @@
 """The history: one append-only, crash-safe JSONL file per run, the spine every part writes to.
 
-Record kinds (Jepsen's vocabulary, DESIGN.md):
+Writers append the typed records of ``harness/records.py`` (Jepsen's vocabulary, DESIGN.md): ops of
+drivers, observations of probes, faults of the nemesis, facts about the run. ``append`` gives each
+record its sequence number and, unless the writer stamped it already (a probe stamps arrival
+time), the time on the run's monotonic clock (``clock.py``).
 
-* ``op``: something a driver or the nemesis did, ``type`` invoke -> ok | fail | info
-  (info = outcome unknown, e.g. a timeout; never counted as a failure);
-* ``obs``: something a probe saw (a change, a broadcast, a connection state, a join);
-* ``fault``: a fault's ``start`` and ``end``;
-* ``meta``: facts about the run (target, subscriptions and what they are entitled to).
-
-Every record gets ``t`` (ns on the run's monotonic clock, see ``clock.py``) and a
-sequence number. Each record is one ``write()`` of one whole line, flushed at once,
-so a crash loses at most the line being written; ``read_history`` skips a torn
-last line and reports it.
+Each record is one ``write()`` of one whole line, flushed at once, so a crash loses at most the line
+being written. ``read_history`` validates every line: a torn last line (no newline: the process died
+mid-write) is expected after a crash and reported as such; any other unreadable line, an unknown
+record kind or a mistyped field is a defect of the history, reported with its line number, so the
+verdict can say that the history is not whole.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from harness.clock import Clock
+from harness.records import Op, Record, RecordError, decode, encode
 
-__all__ = ["History", "read_history"]
+__all__ = ["History", "LineProblem", "Loaded", "read_history"]
 
 
 class History:
@@ -36,30 +35,20 @@ class History:
         self._lock = threading.Lock()
         self._seq = 0
         self._f: IO[str] | None = self.path.open("a", encoding="utf-8")
-        self.counts: Counter[tuple[str, str]] = Counter()  # (kind, op type or obs event): for progress displays
+        self.counts: Counter[str] = Counter()  # by kind ("op:ok" for ops): for progress displays
 
-    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def append(self, rec: Any) -> int:
+        """Write one record (a ``harness.records`` class); returns its sequence number."""
         with self._lock:
             if self._f is None:
                 raise ValueError("history is closed")
-            rec = {"seq": self._seq, "t": fields.pop("t", None) or self.clock.now(), "kind": kind, **fields}
+            seq = self._seq
             self._seq += 1
-            self.counts[(kind, str(rec.get("type") if kind == "op" else rec.get("event", "")))] += 1
-            self._f.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
+            t = rec.t if rec.t >= 0 else self.clock.now()
+            self.counts[f"op:{rec.type}" if isinstance(rec, Op) else rec.kind] += 1
+            self._f.write(encode(rec, seq, t) + "\n")
             self._f.flush()
-            return rec
-
-    def op(self, process: str, type_: str, f: str, **fields: Any) -> dict[str, Any]:
-        return self.append("op", process=process, type=type_, f=f, **fields)
-
-    def obs(self, probe: str, event: str, **fields: Any) -> dict[str, Any]:
-        return self.append("obs", probe=probe, event=event, **fields)
-
-    def fault(self, name: str, phase: str, **fields: Any) -> dict[str, Any]:
-        return self.append("fault", fault=name, phase=phase, **fields)
-
-    def meta(self, **fields: Any) -> dict[str, Any]:
-        return self.append("meta", **fields)
+            return seq
 
     @property
     def closed(self) -> bool:
@@ -80,22 +69,41 @@ class History:
         self.close()
 
 
-def read_history(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """All whole records, and how many unreadable lines were skipped (a torn last line after a crash)."""
-    records: list[dict[str, Any]] = []
-    skipped = 0
-    with Path(path).open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
+@dataclass(frozen=True)
+class LineProblem:
+    line: int  # 1-based
+    reason: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A history read back: its records in file order, and every line that could not be read."""
+
+    records: list[Record] = field(default_factory=list)
+    problems: list[LineProblem] = field(default_factory=list)
+    torn_tail: bool = False  # the last line has no newline and does not parse: a crash mid-write
+
+    @property
+    def malformed(self) -> list[LineProblem]:
+        """Unreadable lines other than a torn last line: the history is not whole."""
+        return self.problems[:-1] if self.torn_tail else list(self.problems)
+
+
+def read_history(path: Path) -> Loaded:
+    records: list[Record] = []
+    problems: list[LineProblem] = []
+    last_bad = False
+    ends_with_newline = True
+    with Path(path).open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            ends_with_newline = raw.endswith(b"\n")
+            line = raw.strip()
             if not line:
                 continue
             try:
-                rec = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if isinstance(rec, dict):
-                records.append(rec)
-            else:
-                skipped += 1
-    return records, skipped
+                records.append(decode(line))
+                last_bad = False
+            except RecordError as e:
+                problems.append(LineProblem(n, str(e)))
+                last_bad = True
+    return Loaded(records, problems, torn_tail=last_bad and not ends_with_newline)

@@ -44,10 +44,11 @@ class Progress:
 
     def status(self) -> str:
         c = self.history.counts if self.history is not None else {}
-        ops = " ".join(f"{c.get(('op', k), 0)} {k}" for k in ("ok", "fail", "info"))
-        errors = c.get(("obs", "subscription_error"), 0)
+        ops = " ".join(f"{c.get(f'op:{k}', 0)} {k}" for k in ("ok", "fail", "info"))
+        errors = c.get("subscription_error", 0)
+        seen = sum(c.get(k, 0) for k in ("change", "broadcast", "presence"))
         return (f"  {time.monotonic() - self.started:6.1f}s  {self.stage}  |  ops {ops}  |  "
-                f"{c.get(('obs', 'change'), 0)} events seen" + (f"  |  {errors} subscription errors" if errors else ""))
+                f"{seen} events seen" + (f"  |  {errors} subscription errors" if errors else ""))
 
     def _clear(self) -> None:
         if self._drawn:

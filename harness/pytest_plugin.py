@@ -1,34 +1,38 @@
 """The pytest plugin behind ``pytest scenarios`` (registered as the ``zora`` pytest11 entry point).
 
-Options ``--target`` (embedded, the default; url; or a ``supabase status -o env`` file) and
-``--report-dir``. Fixtures: ``zora_target`` (session), ``zora_scene`` (per module: its own run
-directory, history, world and live probes) and ``zora`` (a helper to run flows and judge them).
-Scenario modules assert through the same criteria and checkers as the gate, so pytest and the
-gate cannot disagree.
+Options: ``--target`` (embedded, the default; url, from SUPABASE_URL / SUPABASE_ANON_KEY /
+SUPABASE_SERVICE_ROLE_KEY / SUPABASE_DB_URL; or a ``supabase status -o env`` file), ``--report-dir``,
+``--criteria``, ``--probes``. Fixtures: ``zora_target`` (session) and ``zora`` (per module: its own run
+through the same lifecycle as the gate, ``harness/lifecycle.py``: world, clock, live probes; at the end
+cleanup, finish record, verdict files). Scenario modules assert through the gate's own criteria and
+checkers, so pytest and the gate cannot disagree.
+
+A target that cannot be used stops the session with one line naming the pytest option to fix
+(``pytest.exit``), never a traceback per module. SIGTERM and SIGHUP are handled as Ctrl-C, so pytest
+tears the fixtures down and every module's run cleans up its rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import pytest
 
-from harness.actors import World
-from harness.criteria import DEFAULT_CRITERIA, Criterion, load_criteria
-from harness.flows import Scene
-from harness.gate import judge, preflight
+from harness.criteria import DEFAULT_CRITERIA, CriteriaError, CriteriaSet, load_criteria, verdict
 from harness.history import read_history
-from harness.probes import JsProbes
-from harness.report import write_report
-from harness.run import Run
-from harness.targets import Target, from_env, from_env_file
+from harness.records import Record
+from harness.targets import Target
 
 T = TypeVar("T")
+HOW = ("pass --target url with SUPABASE_URL, SUPABASE_ANON_KEY and SUPABASE_SERVICE_ROLE_KEY set, or --target FILE"
+       " (a `supabase status -o env` file)")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +42,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--criteria", default=str(DEFAULT_CRITERIA), help="criteria file")
     g.addoption("--probes", default="both", choices=("both", "py"),
                 help="both: our probes and supabase-js twins under Node (default); py: ours only")
+
+
+def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(s) is signal.SIG_DFL:
+                signal.signal(s, _as_ctrl_c)
 
 
 class _Loop:
@@ -56,19 +71,52 @@ class _Loop:
         self.thread.join(5)
 
 
+def _criteria(config: pytest.Config) -> CriteriaSet:
+    try:
+        return load_criteria(Path(config.getoption("--criteria")))
+    except CriteriaError as e:
+        pytest.exit(f"zora: {e}; fix --criteria", returncode=2)
+
+
 @pytest.fixture(scope="session")
 def zora_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    from harness.gate import TargetRefused, TargetUnreachable, preflight
+    from harness.probes import JsProbes
+    from harness.targets import TargetError, from_env
+
+    _criteria(request.config)  # a bad criteria file stops the session before anything starts
+    if request.config.getoption("--probes") == "both" and (why := JsProbes.unavailable()):
+        pytest.exit(f"zora: {why}; or pass --probes py", returncode=2)
     kind = request.config.getoption("--target")
     if kind == "embedded":
-        from stack.server import EmbeddedStack
+        from stack.migrate import MigrationError
+        from stack.postgres import PostgresError
+        from stack.server import EmbeddedStack, StackError
 
-        with EmbeddedStack.from_fixtures(seed=False) as s:
-            yield Target("embedded", s.api_url, s.anon_key, s.service_role_key, s.superuser_dsn, name="embedded")
+        s = EmbeddedStack.from_fixtures(seed=False)
+        try:
+            try:
+                s.start()
+            except (PostgresError, StackError, MigrationError) as e:
+                pytest.exit(f"zora: the embedded stack failed to start: {e}", returncode=3)
+            yield s.target()
+        finally:
+            s.stop()
         return
-    target = from_env() if kind == "url" else from_env_file(Path(kind))
-    problems = preflight(target)
-    if problems:
-        pytest.exit("target not ready: " + "; ".join(problems), returncode=1)
+    try:
+        if kind == "url":
+            target = from_env()
+        elif Path(kind).is_file():
+            target = from_env(env_file=Path(kind))
+        else:
+            pytest.exit(f"zora: --target {kind!r} is not embedded, url, or a readable env file; {HOW}", returncode=2)
+        pf = preflight(target)
+    except (TargetError, TargetRefused) as e:
+        pytest.exit(f"zora: {e}; {HOW}", returncode=2)
+    except TargetUnreachable as e:
+        pytest.exit(f"zora: {e}; check the URL given to --target", returncode=3)
+    if pf.problems:
+        pytest.exit("zora: target not ready: " + "; ".join(pf.problems), returncode=1)
     yield target
 
 
@@ -80,12 +128,13 @@ def _zora_loop() -> Iterator[_Loop]:
 
 
 class Zora:
-    """What a scenario needs: the scene, a way to run flows, and the verdict on what it saw."""
+    """What a scenario needs: the scene, a way to run flows, and the verdict on what it saw so far."""
 
-    def __init__(self, scene: Scene, loop: _Loop, criteria: list[Criterion]) -> None:
-        self.scene = scene
+    def __init__(self, lifecycle: Any, loop: _Loop) -> None:
+        self.lifecycle = lifecycle
+        self.scene = lifecycle.scene
         self.loop = loop
-        self.criteria = {c.id: c for c in criteria}
+        self.criteria = {c.id: c for c in lifecycle.criteria}
 
     def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run(coro)
@@ -93,36 +142,36 @@ class Zora:
     def settle(self, seconds: float = 1.5) -> None:
         time.sleep(seconds)
 
-    def records(self) -> list[dict[str, Any]]:
-        return read_history(self.scene.run.dir / "history.jsonl")[0]
+    def records(self) -> list[Record]:
+        return read_history(self.scene.run.dir / "history.jsonl").records
 
     def check(self, *ids: str) -> None:
         """Assert these criteria hold for everything this module's run has seen so far."""
+        from harness.checks import analyze
+
         chosen = [self.criteria[i] for i in ids]
-        verdict = judge(self.records(), chosen)
-        bad = [f"{c.id}: {r.summary}" for c, r in verdict.lines if r.valid is not True]
+        v = verdict(analyze(self.records()), chosen)
+        bad = [f"{ln.criterion.id}: {ln.result.summary}" for ln in v.lines
+               if ln.criterion.id in ids and ln.result.valid is not True]
         assert not bad, "; ".join(bad)
 
 
 @pytest.fixture(scope="module")
 def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop) -> Iterator[Zora]:
-    report_root = Path(request.config.getoption("--report-dir"))
-    criteria = load_criteria(Path(request.config.getoption("--criteria")))
+    from harness.lifecycle import Lifecycle
+
     module = request.module.__name__.rsplit(".", 1)[-1]
-    js = request.config.getoption("--probes") == "both"
-    if js and (why := JsProbes.unavailable()):
-        pytest.fail(f"{why}; or pass --probes py", pytrace=False)
-    run = Run.create(zora_target, report_root, {"scenario": module})
-    world = World.for_run(run)
-    scene = Scene(run, world, js=js)
-    try:  # whatever fails from here on, the run's own rows are deleted again
-        world.build()
-        world.place_server_clock()
-        _zora_loop.run(scene.start())
-        yield Zora(scene, _zora_loop, criteria)
+    lc = Lifecycle(zora_target, _criteria(request.config), Path(request.config.getoption("--report-dir")),
+                   config={"scenario": module}, js=request.config.getoption("--probes") == "both", quiet=True)
+    failure: BaseException | None = None
+    try:  # whatever fails from here on, the run's own rows are deleted again and its verdict written
+        _zora_loop.run(lc.open())
+        yield Zora(lc, _zora_loop)
+    except BaseException as e:
+        failure = e
+        raise
     finally:
-        _zora_loop.run(scene.stop())
-        run.history.meta(cleanup=world.cleanup())
-        run.history.close()
-        records, _ = read_history(run.dir / "history.jsonl")
-        write_report(run.dir, records, judge(records, criteria))
+        try:
+            _zora_loop.run(lc.close())
+        finally:
+            lc.end(failure)

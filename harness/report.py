@@ -1,5 +1,10 @@
-"""The run directory's verdict files, computed from the history alone: results.json, verdict.md,
-junit.xml, and charts (latency CDF per criterion, delivery matrix of app x event)."""
+"""The verdict files of a run, drawn from the verdict and the analysis alone (no re-checking here):
+results.json, verdict.md, junit.xml, and charts (latency CDF per criterion, delivery matrix of app x
+event group).
+
+Everything is computed from the run directory: ``zora-harness analyze`` rebuilds the same files from a
+stored history, into a directory of its own.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from harness.checks.completeness import classify
-from harness.checks.latency import by_flavour, samples
-from harness.criteria import Verdict
+from harness.checks import LABELS, Analysis
+from harness.criteria import NOT_JUDGED, Verdict
 
-__all__ = ["write_report"]
+__all__ = ["VERDICT_FILES", "headline", "results", "write_report"]
+
+VERDICT_FILES = ("results.json", "verdict.md", "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png")
 
 
 def _fmt(v: Any) -> str:
@@ -27,59 +33,79 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else str(v)
 
 
-def write_report(run_dir: Path, records: list[dict[str, Any]], verdict: Verdict) -> None:
-    run_dir = Path(run_dir)
-    lines = [{"criterion": c.id, "title": c.title, "kind": c.kind, "valid": r.valid, "value": r.value,
-              "summary": r.summary, "details": r.details} for c, r in verdict.lines]
-    flavours = by_flavour(records)
-    (run_dir / "results.json").write_text(json.dumps({"verdict": verdict.label, "criteria": lines,
-                                                      "probe_flavours": flavours}, indent=2, default=str))
-    md = [f"# Verdict: {verdict.label}", "", "| criterion | result | measured | evidence |", "|---|---|---|---|"]
-    for c, r in verdict.lines:
-        mark = {True: "pass", False: "FAIL", None: "unknown"}[r.valid]
-        md.append(f"| {c.title} | {mark} | {_fmt(r.value)} | {r.summary.replace('|', '/')} |")
-    failing = verdict.failing()
+def headline(v: Verdict) -> str:
+    """The verdict's first line: the verdict and the target it ran against."""
+    t = v.target
+    where = f"{t.get('kind', '?')} {t.get('url', '')}".strip() if t else "unknown target"
+    return f"{v.label}  (target: {where})"
+
+
+def results(v: Verdict, a: Analysis) -> dict[str, Any]:
+    return {"verdict": v.label, "target": v.target, "criteria_sha256": v.criteria_sha256,
+            "run_id": a.run.started.run_id if a.run.started else None,
+            "criteria": [{"criterion": ln.criterion.id, "title": ln.criterion.title, "kind": ln.criterion.kind,
+                          "valid": ln.result.valid, "value": ln.result.value, "summary": ln.result.summary,
+                          "details": ln.result.details} for ln in v.lines],
+            "probe_flavours": v.flavours,
+            "history": {"unreadable": [{"line": n, "reason": r} for n, r in a.run.unreadable],
+                        "torn_tail": a.run.torn_tail, "finished": a.run.finished is not None}}
+
+
+def write_report(out: Path, a: Analysis, v: Verdict) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results(v, a), indent=2, default=str))
+    md = [f"# Verdict: {headline(v)}", "", "| criterion | result | measured | evidence |", "|---|---|---|---|"]
+    for ln in v.lines:
+        md.append(f"| {ln.criterion.title} | {LABELS[ln.result.valid]} | {_fmt(ln.result.value)} | "
+                  f"{ln.result.summary.replace('|', '/')} |")
+    failing = [ln for ln in v.failing() if ln.result.summary != NOT_JUDGED]
     if failing:
         md += ["", "## Why not GO", ""]
-        for c, r in failing:
-            ev = r.details.get("evidence") if isinstance(r.details, dict) else None
-            md.append(f"- **{c.id}** ({c.title}): {r.summary}")
-            for e in (ev or [])[:5]:
+        for ln in failing:
+            md.append(f"- **{ln.criterion.id}** ({ln.criterion.title}): {ln.result.summary}")
+            ev = ln.result.details.get("evidence")
+            items = [e for group in ev.values() for e in group] if isinstance(ev, dict) else list(ev or [])
+            for e in items[:5]:
                 md.append(f"  - {e}")
-    if flavours:
+    f = v.flavours
+    if f:
         md += ["", "## Probe flavours (write->deliver, ms)", "", "| flavour | delivered | p50 | p95 | p99 | max |",
                "|---|---|---|---|---|---|"]
         for name in ("ours", "supabase-js"):
-            f = flavours.get(name)
-            if f:
-                md.append(f"| {name} | {f['delivered']}/{f['expected']} | " + " | ".join(
-                    _fmt(f.get(s, math.nan)) for s in ("p50", "p95", "p99", "max")) + " |")
-        g = flavours.get("twin_minus_original_ms")
+            fl = f.get(name)
+            if fl:
+                md.append(f"| {name} | {fl['delivered']}/{fl['expected']} | " + " | ".join(
+                    _fmt(fl.get(s, math.nan)) for s in ("p50", "p95", "p99", "max")) + " |")
+        g = f.get("twin_minus_original_ms")
         if g:
             md += ["", f"supabase-js stamped the same event {_fmt(g['p50'])} ms later than our probe at the median"
                        f" (p99 {_fmt(g['p99'])} ms, {g['n']} pairs): the client's own share of what the apps see."]
-    (run_dir / "verdict.md").write_text("\n".join(md) + "\n")
+    (out / "verdict.md").write_text("\n".join(md) + "\n")
     cases = []
-    for c, r in verdict.lines:
+    for ln in v.lines:
+        r = ln.result
         body = "" if r.valid is True else (f'<failure message="{escape(r.summary, {chr(34): "&quot;"})}"/>'
-                                          if r.valid is False else f'<skipped message="unknown: {escape(r.summary)}"/>')
-        cases.append(f'  <testcase classname="zora.gate" name="{escape(c.id)}">{body}</testcase>')
-    fails = sum(1 for _, r in verdict.lines if r.valid is False)
-    unknown = sum(1 for _, r in verdict.lines if r.valid is None)
-    (run_dir / "junit.xml").write_text(
+                                          if r.valid is False else
+                                          f'<skipped message="unknown: {escape(r.summary, {chr(34): "&quot;"})}"/>')
+        cases.append(f'  <testcase classname="zora.gate" name="{escape(ln.criterion.id)}">{body}</testcase>')
+    fails = sum(1 for ln in v.lines if ln.result.valid is False)
+    unknown = sum(1 for ln in v.lines if ln.result.valid is None)
+    (out / "junit.xml").write_text(
         f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="zora-gate" tests="{len(cases)}" '
         f'failures="{fails}" skipped="{unknown}">\n' + "\n".join(cases) + "\n</testsuite>\n")
-    _charts(run_dir / "charts", records, verdict)
+    _charts(out / "charts", a, v)
 
 
-def _charts(out: Path, records: list[dict[str, Any]], verdict: Verdict) -> None:
+def _charts(out: Path, a: Analysis, v: Verdict) -> None:
     out.mkdir(exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     drawn = False
-    for c, _ in verdict.lines:
+    for ln in v.lines:
+        c = ln.criterion
         if c.kind != "latency":
             continue
-        vals, _err = samples(records, None if c.events == "*" else c.events, c.metric)
+        vals = a.samples(None if c.events == "*" else c.events, c.metric)
         if not vals:
             continue
         s = sorted(vals)
@@ -96,24 +122,26 @@ def _charts(out: Path, records: list[dict[str, Any]], verdict: Verdict) -> None:
     fig.savefig(out / "latency_cdf.png", dpi=110)
     plt.close(fig)
 
-    deliveries, unexpected, _ = classify(records)
-    probes = sorted({p for _, p in deliveries} | {p for _, p, _ in unexpected})
-    groups = sorted({d.exp.criterion for d in deliveries.values()})
+    probes = sorted({p for _, p in a.deliveries} | {leak.probe for leak in a.unexpected})
+    groups = sorted({d.exp.group for d in a.deliveries.values()})
     if not probes or not groups:
         return
-    grid = [[0.0] * len(groups) for _ in probes]
+    cells: dict[tuple[str, str], list[int]] = {}  # (probe, group) -> [got, expected, leaks]
+    for (_, p), d in a.deliveries.items():
+        cell = cells.setdefault((p, d.exp.group), [0, 0, 0])
+        cell[0] += bool(d.seen)
+        cell[1] += 1
+    for leak in a.unexpected:
+        cells.setdefault((leak.probe, leak.exp.group), [0, 0, 0])[2] += 1
+    grid = [[math.nan] * len(groups) for _ in probes]
     text = [[""] * len(groups) for _ in probes]
     for i, p in enumerate(probes):
         for j, g in enumerate(groups):
-            ds = [d for (_, pp), d in deliveries.items() if pp == p and d.exp.criterion == g]
-            leaks = sum(1 for e, pp, _ in unexpected if pp == p and e.criterion == g)
-            got = sum(1 for d in ds if d.seen)
+            got, n, leaks = cells.get((p, g), [0, 0, 0])
             if leaks:
                 grid[i][j], text[i][j] = -1.0, f"{leaks} leak"
-            elif ds:
-                grid[i][j], text[i][j] = got / len(ds), f"{got}/{len(ds)}"
-            else:
-                grid[i][j], text[i][j] = math.nan, ""
+            elif n:
+                grid[i][j], text[i][j] = got / n, f"{got}/{n}"
     fig, ax = plt.subplots(figsize=(max(5.5, 1.6 + 1.3 * len(groups)), 0.9 + 0.45 * len(probes)))
     ax.imshow(grid, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)

@@ -1,15 +1,17 @@
-"""One run: its id, its directory, its clock and its history (the composition root of a gate run).
+"""One run: its id, its directory, its clock and its history.
 
-``reports/<UTC time>-<target>/`` receives ``history.jsonl`` as the run goes, ``config.json``
-(no secrets) and ``environment.json`` (machine, versions, commit) at the start, and the
-results, verdict, JUnit file and charts at the end. Everything after the run is computed
-from this directory alone (``zora-harness analyze``).
+``reports/<UTC time>-<target>/`` receives ``history.jsonl`` as the run goes, ``config.json`` (no
+secrets), ``environment.json`` (machine, versions, commit) and ``criteria.toml`` (the exact criteria
+it is judged by, hashed in ``config.json``) at the start, and the results, verdict, JUnit file and
+charts at the end. Everything after the run is computed from this directory alone (``zora-harness
+analyze``). The lifecycle that fills it is ``harness/lifecycle.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import secrets
 import subprocess
@@ -20,11 +22,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.clock import Clock, Offset
+from harness.clock import Clock
+from harness.criteria import CriteriaSet
 from harness.history import History
-from harness.targets import Target
+from harness.records import FORMAT, RunStarted
+from harness.targets import Target, redact, redact_obj
 
-__all__ = ["Run"]
+__all__ = ["Run", "RunDirError"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +56,13 @@ def _js_versions() -> dict[str, str]:
     return out
 
 
+def _own_version() -> str:
+    try:
+        return metadata.version("zora-harness")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -60,36 +71,53 @@ def _commit() -> str:
         return ""
 
 
+class RunDirError(ValueError):
+    """The report directory cannot hold a run (it is a file, or not writable); one line for the user."""
+
+
 @dataclass
 class Run:
+    """One run: its id (the tag on every row it writes), its directory, its clock and its history."""
+
     target: Target
     run_id: str
     dir: Path
     clock: Clock
     history: History
-    offset: Offset
 
     @classmethod
-    def create(cls, target: Target, report_root: Path, config: dict[str, Any], offset: Offset | None = None) -> Run:
+    def create(cls, target: Target, report_root: Path, config: dict[str, Any],
+               criteria: CriteriaSet | None = None) -> Run:
+        root = Path(report_root)
+        if root.exists() and not root.is_dir():
+            raise RunDirError(f"report directory {root}: exists and is not a directory")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         label = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in target.label)[:40]
-        run_dir = Path(report_root) / f"{stamp}-{label}"
-        n = 1
-        while run_dir.exists():
-            n += 1
-            run_dir = Path(report_root) / f"{stamp}-{label}-{n}"
-        run_dir.mkdir(parents=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            run_dir = root / f"{stamp}-{label}"
+            n = 1
+            while True:  # bounded by the directories already there
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    n += 1
+                    run_dir = root / f"{stamp}-{label}-{n}"
+        except OSError as e:
+            raise RunDirError(f"report directory {root}: {e.strerror or e}") from e
         run_id = "zr" + secrets.token_hex(4)
         clock = Clock()
-        off = offset or Offset()
-        (run_dir / "config.json").write_text(json.dumps({"run_id": run_id, "target": target.public(), **config},
-                                                        indent=2, default=str))
+        crit: dict[str, Any] = {}
+        if criteria is not None:  # the exact criteria, so the run can be judged again after the file changed
+            (run_dir / "criteria.toml").write_text(criteria.text, encoding="utf-8")
+            crit = {"criteria": {"source": redact(criteria.source), "sha256": criteria.sha256, "copy": "criteria.toml"}}
+        (run_dir / "config.json").write_text(json.dumps(redact_obj({"run_id": run_id, "target": target.public(),
+                                                                    **config, **crit}), indent=2, default=str))
         (run_dir / "environment.json").write_text(json.dumps({
             "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-            "cpus": __import__("os").cpu_count(), "commit": _commit(), "packages": _versions(),
-            "js": _js_versions(),
-            "started_utc": stamp}, indent=2))
+            "cpus": os.cpu_count(), "commit": _commit(), "harness": _own_version(), "packages": _versions(),
+            "js": _js_versions(), "started_utc": stamp}, indent=2))
         history = History(run_dir / "history.jsonl", clock)
-        history.meta(run_id=run_id, target=target.public(),
-                     clock={"wall_origin": clock.wall_origin, "offset_ns": off.offset_ns, "error_ns": off.error_ns})
-        return cls(target, run_id, run_dir, clock, history, off)
+        history.append(RunStarted(run_id=run_id, format=FORMAT, target=target.public(), wall_origin=clock.wall_origin))
+        return cls(target, run_id, run_dir, clock, history)

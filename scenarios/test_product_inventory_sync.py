@@ -1,9 +1,10 @@
 """000 §3.2: product and inventory changes reach the vendor portal and the customers' apps."""
 
 from harness.flows import low_stock, product_update
+from harness.pytest_plugin import Zora
 
 
-def test_product_and_inventory_sync(zora) -> None:  # noqa: ANN001
+def test_product_and_inventory_sync(zora: Zora) -> None:
     zora.run(product_update(zora.scene, 0))
     zora.run(low_stock(zora.scene, 0))
     zora.run(product_update(zora.scene, 1))

@@ -85,6 +85,13 @@ class EmbeddedStack:
         assert self.cluster is not None
         return self.cluster.dsn()
 
+    def target(self) -> Any:
+        """This stack as the harness's ``Target`` (kind embedded: every fault allowed)."""
+        from harness.targets import Target
+
+        return Target("embedded", self.api_url, self.anon_key, self.service_role_key, self.superuser_dsn,
+                      name="embedded")
+
     def role_dsn(self, role: str) -> str:
         base = psycopg.conninfo.conninfo_to_dict(self.superuser_dsn)
         base.update(user=role, password=self._role_passwords[role])

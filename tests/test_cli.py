@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -73,4 +72,15 @@ def test_stack_up_env_then_sigterm_cleans_up() -> None:
         psycopg.connect(values["DB_URL"], connect_timeout=2)
     with pytest.raises(httpx.HTTPError):
         httpx.get(values["API_URL"] + "/auth/v1/health", timeout=2)
-    assert os.path.exists(ROOT)
+
+
+def test_version_and_help_show_what_a_user_needs() -> None:
+    from importlib import metadata
+
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"zora-harness {metadata.version('zora-harness')}"
+    h = run_cli("gate", "--help")
+    assert h.returncode == 0
+    for needle in ("(default: 3)", "(default: reports)", "exit codes:", "143", "examples:", "SUPABASE_ANON_KEY",
+                   "imply --target url"):
+        assert needle in h.stdout, needle

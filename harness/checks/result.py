@@ -7,10 +7,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Result", "combine", "run_checker"]
+__all__ = ["LABELS", "Result", "combine", "run_checker"]
+
+# One text label per tri-state, wherever a result is shown (terminal, Markdown, JUnit, HTML).
+LABELS: dict[bool | None, str] = {True: "pass", False: "FAIL", None: "unknown"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
     name: str
     valid: bool | None  # True = holds, False = violated, None = unknown (no data, or the checker failed)
@@ -20,7 +23,7 @@ class Result:
 
     @property
     def label(self) -> str:
-        return {True: "valid", False: "invalid", None: "unknown"}[self.valid]
+        return LABELS[self.valid]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "valid": self.valid, "value": self.value, "summary": self.summary,
@@ -28,6 +31,7 @@ class Result:
 
 
 def run_checker(name: str, fn: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
+    """A checker that raises gives "unknown" with the error, never a lost run."""
     try:
         return fn(*args, **kwargs)
     except Exception as e:

@@ -2,13 +2,15 @@
 //
 // One Node process runs several probes, each with its own client (its own socket, as each app
 // device has). The first stdin line is the configuration (keys arrive here, never on the command
-// line): {"url", "anonKey", "probes": [{"name", "token", "subs": [{"table", "filter", "event"}],
-// "topics": ["platform-announcements", ...], "presence": "admin-dashboard" | null}]}. A later "quit" line (or stdin closing) leaves.
+// line): {"url", "anonKey", "probes": [{"name", "token", "subs": [{"channel", "table", "filter", "event"}],
+// "topics": ["platform-announcements", ...], "presence": "admin-dashboard" | null}]}. Channel names come from
+// the harness (harness/probes.py, ``channels``), so both flavours join the same topics. A later "quit" line
+// (or stdin closing) leaves.
 //
 // Every callback first reads process.hrtime.bigint(): CLOCK_MONOTONIC, the clock Python's
 // perf_counter_ns reads on Linux, so the harness places these stamps on the run's timeline
 // exactly. Out, one JSON object per line: {"t": "<ns>", "probe", "ev": "hello" | "status" |
-// "system" | "change" | "presence" | "error", ...}.
+// "system" | "change" | "broadcast" | "presence" | "error", ...}.
 import { createClient } from '@supabase/supabase-js'
 import ws from 'ws'
 import readline from 'node:readline'
@@ -38,8 +40,8 @@ async function start(cfg, p) {
       out(t, { probe: p.name, ev: 'status', channel: ch.topic, status, error: err ? String(err.message ?? err) : null })
     })
   }
-  p.subs.forEach((s, i) => {
-    const ch = supabase.channel(`${p.name}:${s.table}:${i}`)
+  p.subs.forEach((s) => {
+    const ch = supabase.channel(s.channel)
     const filter = { event: s.event ?? '*', schema: 'public', table: s.table }
     if (s.filter) filter.filter = s.filter
     ch.on('postgres_changes', filter, (c) => {
@@ -65,8 +67,8 @@ async function start(cfg, p) {
     const ch = supabase.channel(topic)
     ch.on('broadcast', { event: '*' }, (b) => {
       const t = process.hrtime.bigint()
-      out(t, { probe: p.name, ev: 'change', channel: ch.topic, table: `broadcast:${b.event}`, type: 'BROADCAST',
-               record: b.payload && typeof b.payload === 'object' ? b.payload : {} })
+      out(t, { probe: p.name, ev: 'broadcast', channel: ch.topic, event: b.event,
+               payload: b.payload && typeof b.payload === 'object' ? b.payload : {} })
     })
     watch(ch)
   }

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.actors import World
-from harness.checks.latency import samples
+from harness.checks import analyze
 from harness.clock import estimate_offset
+from harness.criteria import load_criteria
 from harness.history import read_history
-from harness.run import Run
-from harness.targets import Target
+from harness.lifecycle import Lifecycle
+from harness.records import ClockFacts
 from stack.server import EmbeddedStack
 
 
@@ -28,30 +28,34 @@ def test_a_skewed_server_clock_is_found_within_its_error_bar() -> None:
     assert abs(off.offset_ns - skew) <= off.error_ns
 
 
-def test_offset_against_a_real_server_through_rows_it_stamps(stack: EmbeddedStack, tmp_path: Path) -> None:
-    # as for a remote target: the estimate runs through the run's own rows, against the real server
-    target = Target("url", stack.api_url.replace("127.0.0.1", "localhost"), stack.anon_key,
-                    stack.service_role_key)
-    run = Run.create(target, tmp_path, {})
-    world = World.for_run(run)
+def clock_facts(lc: Lifecycle) -> list[ClockFacts]:
+    lc.run.history.close()
+    return [r for r in read_history(lc.run.dir / "history.jsonl").records if isinstance(r, ClockFacts)]
+
+
+def test_the_lifecycle_records_one_clock_fact_estimated_for_a_remote_target(stack: EmbeddedStack,
+                                                                           tmp_path: Path) -> None:
+    lc = Lifecycle(stack.target(), load_criteria(), tmp_path, quiet=True)
     try:
-        world.build(customers=1, vendors=1, products_per_vendor=1)
-        off = world.clock_offset(samples=6)
+        lc.world.build(customers=1, vendors=1, products_per_vendor=1)
+        lc._build_thread_started = True
+        off = lc.place_clock(estimate=True)  # as for a remote target: through the run's own rows, on the real server
         # one machine, one clock: the true offset is 0, so the estimate must hold 0 within its error bar
         # (plus PostgreSQL's microsecond rounding)
         assert abs(off.offset_ns) <= off.error_ns + 1_000
-        assert off.error_ns < 100_000_000
-        left = world.admin_client.table("cart_items").select("id").eq("user_id", world.users["customer-1"]["id"])
+        assert 0 < off.error_ns < 100_000_000
+        left = lc.world.admin_client.table("cart_items").select("id").eq("user_id", lc.world.users["customer-1"]["id"])
         assert left.execute().data == []  # the probe rows are gone
     finally:
-        world.cleanup()
-        run.history.close()
+        lc.cleanup()
+    [fact] = clock_facts(lc)
+    assert fact.estimated and fact.error_ns == off.error_ns and fact.offset_ns == off.offset_ns
+    assert analyze(read_history(lc.run.dir / "history.jsonl").records).error_ms == off.error_ns / 1e6
 
 
-def test_loopback_target_records_a_zero_offset_and_the_checker_reads_the_latest(tmp_path: Path) -> None:
-    run = Run.create(Target("embedded", "http://127.0.0.1:1", "a.b.c", "a.b.c"), tmp_path, {})
-    run.history.meta(clock={"wall_origin": run.clock.wall_origin, "offset_ns": 250_000_000, "error_ns": 10_000_000})
-    run.history.close()
-    records, _ = read_history(run.dir / "history.jsonl")
-    _, error_ms = samples(records, None, "commit_to_deliver")
-    assert error_ms == 10.0  # the refined record wins over the one written at the run's start
+def test_a_loopback_target_records_a_zero_offset_without_asking(stack: EmbeddedStack, tmp_path: Path) -> None:
+    lc = Lifecycle(stack.target(), load_criteria(), tmp_path, quiet=True)
+    assert lc.run.target.is_loopback
+    off = lc.place_clock()  # no world was built: a loopback target must not need one
+    [fact] = clock_facts(lc)
+    assert (off.offset_ns, off.error_ns) == (0, 0) and not fact.estimated and fact.wall_origin == lc.run.clock.wall_origin

@@ -6,8 +6,11 @@ verdict names what broke.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,25 +19,27 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness.checks.completeness import classify
+from harness.checks import analyze
 from harness.criteria import Verdict, load_criteria
 from harness.gate import run_gate
-from harness.targets import Target
+from harness.history import read_history
+from harness.records import ChannelClosed, Interrupted, RunFinished
+from stack import jwt
 from stack.server import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = load_criteria()
+ANON, SERVICE = jwt.make_api_key("anon", "k" * 40), jwt.make_api_key("service_role", "k" * 40)
 
 
 def gate(stack: EmbeddedStack, tmp: Path, skip_preflight: bool = False) -> tuple[Verdict, Path]:
-    target = Target("embedded", stack.api_url, stack.anon_key, stack.service_role_key, stack.superuser_dsn,
-                    name="embedded")
-    r = run_gate(target, CRITERIA, tmp, rounds=1, settle_s=1.5, skip_preflight=skip_preflight, quiet=True)
+    r = run_gate(stack.target(), CRITERIA, tmp, rounds=1, settle_s=CRITERIA.settle_floor_s(),
+                 skip_preflight=skip_preflight, quiet=True)
     return r.verdict, r.run_dir
 
 
 def failing(v: Verdict) -> dict[str, str]:
-    return {c.id: r.summary for c, r in v.failing()}
+    return {ln.criterion.id: ln.result.summary for ln in v.failing()}
 
 
 @pytest.fixture
@@ -51,9 +56,10 @@ def break_db(stack: EmbeddedStack, statements: str) -> None:
 def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedStack, tmp_path: Path) -> None:
     v, run_dir = gate(fresh, tmp_path)
     assert v.go, failing(v)
-    for name in ("history.jsonl", "config.json", "environment.json", "results.json", "verdict.md", "junit.xml",
-                 "charts/latency_cdf.png", "charts/delivery_matrix.png"):
+    for name in ("history.jsonl", "config.json", "environment.json", "criteria.toml", "results.json", "verdict.md",
+                 "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png"):
         assert (run_dir / name).is_file(), name
+    assert v.line("cleanup").result.valid is True  # verified by the run's tag: nothing of it left
     assert json.loads((run_dir / "results.json").read_text())["verdict"] == "GO"
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["packages"]["supabase"] and env["js"]["@supabase/supabase-js"] and env["js"]["node"].startswith("v")
@@ -65,17 +71,21 @@ def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedSt
             for s in secrets:
                 assert s.encode() not in data, f"secret in {f.name}"
     # the supabase-js twins got everything their originals did, stamped on the same clock: never before the write
-    records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    deliveries, _, _ = classify(records)
-    js = [d for (_, p), d in deliveries.items() if p.endswith("@js")]
+    loaded = read_history(run_dir / "history.jsonl")
+    assert loaded.problems == []
+    a = analyze(loaded.records)
+    js = [d for (_, p), d in a.deliveries.items() if a.flavour(p) == "supabase-js"]
     assert {d.probe for d in js} >= {"vendor-1/portal@js", "admin/dashboard@js", "customer-1/phone@js"}
     for d in js:
         assert d.seen, f"{d.probe} missed {d.exp.eid}"
-        assert 0 < d.seen[0]["t"] - d.exp.t_write < 5e9, (d.probe, d.exp.eid)
-    # analyze re-checks the stored history and agrees
+        assert 0 < d.seen[0].t - d.t_write < 5e9, (d.probe, d.exp.eid)
+    # analyze re-checks the stored history and agrees, into a directory of its own
     out = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", str(run_dir)], capture_output=True,
                          text=True, cwd=ROOT, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip().startswith("GO")
+    assert out.returncode == 0 and out.stdout.strip().startswith("GO"), out.stderr
+    [again] = list((run_dir / "analysis").iterdir())
+    assert json.loads((again / "results.json").read_text())["criteria"] == \
+        json.loads((run_dir / "results.json").read_text())["criteria"]
 
 
 def test_table_removed_from_publication(fresh: EmbeddedStack, tmp_path: Path) -> None:
@@ -107,7 +117,7 @@ def test_status_change_trigger_dropped(fresh: EmbeddedStack, tmp_path: Path) -> 
     v, run_dir = gate(fresh, tmp_path, skip_preflight=True)
     assert not v.go and "delivery" in failing(v)
     lines = {c["criterion"]: c for c in json.loads((run_dir / "results.json").read_text())["criteria"]}
-    missed = lines["delivery"]["details"]["per_criterion"]["notification"]
+    missed = lines["delivery"]["details"]["per_group"]["notification"]
     assert missed["unseen"] + missed["lost"] > 0  # lost: a later notification of the same writer did arrive
 
 
@@ -130,8 +140,17 @@ def test_artificial_delay_above_budget(tmp_path: Path) -> None:
     ("args", "code", "needle"),
     [
         (["gate", "--target", "nowhere"], 2, "not embedded, url, or a readable env file"),
-        (["gate", "--target", "url", "--url", "http://127.0.0.1:1", "--anon-key", "a.b.c", "--service-key", "a.b.c"],
+        (["gate", "--target", "url", "--url", "http://127.0.0.1:1", "--anon-key", ANON, "--service-key", SERVICE],
          3, "unreachable"),
+        # URL and key flags imply --target url: never silently ignored in favour of the embedded stack
+        (["gate", "--url", "http://127.0.0.1:1", "--anon-key", ANON, "--service-key", SERVICE], 3, "unreachable"),
+        (["gate", "--target", "embedded", "--url", "http://127.0.0.1:1"], 2, "imply --target url"),
+        (["gate", "--settle", "0"], 2, "the criteria's longest deadline"),
+        (["gate", "--criteria", "/tmp"], 2, "is a directory"),
+        (["gate", "--url", "http://127.0.0.1:1", "--anon-key", SERVICE, "--service-key", SERVICE], 2,
+         "anon key has role 'service_role'"),
+        (["gate", "--url", "http://127.0.0.1:1", "--anon-key", ANON, "--service-key", SERVICE, "--db-url", "x = = y"],
+         2, "not a PostgreSQL connection string"),
         (["gate", "--criteria", "/nonexistent.toml"], 2, "not found"),
         (["gate", "--rounds", "0"], 2, "--rounds"),
         (["analyze", "/nonexistent"], 2, "not a run directory"),
@@ -152,8 +171,6 @@ def test_js_probes_without_node_is_a_configuration_error(tmp_path: Path) -> None
 
 
 def test_wrong_key_is_a_configuration_error_and_the_history_stays(fresh: EmbeddedStack, tmp_path: Path) -> None:
-    from stack import jwt
-
     forged = jwt.make_api_key("service_role", "w" * 40)
     r = subprocess.run([sys.executable, "-m", "harness.cli", "gate", "--target", "url", "--url", fresh.api_url,
                         "--anon-key", fresh.anon_key, "--service-key", forged, "--report-dir", str(tmp_path)],
@@ -164,12 +181,13 @@ def test_wrong_key_is_a_configuration_error_and_the_history_stays(fresh: Embedde
     assert forged.encode() not in (run_dir / "config.json").read_bytes()
 
 
-@pytest.mark.parametrize("after", ["preflight ok", "world built", "probes"])
-def test_ctrl_c_cleans_up_the_runs_rows_and_keeps_what_was_recorded(stack: EmbeddedStack, tmp_path: Path,
-                                                                    after: str) -> None:
-    import os
-    import signal
-
+@pytest.mark.parametrize(("after", "sig", "code"), [
+    ("preflight ok", signal.SIGINT, 130), ("world built", signal.SIGINT, 130), ("probes", signal.SIGINT, 130),
+    # SIGTERM is what CI cancellation, `timeout`, Docker and Kubernetes send; SIGHUP a closed terminal
+    ("world built", signal.SIGTERM, 143), ("probes", signal.SIGTERM, 143), ("round 1/3 done", signal.SIGHUP, 129),
+])
+def test_a_signal_cleans_up_the_runs_rows_and_keeps_what_was_recorded(stack: EmbeddedStack, tmp_path: Path,
+                                                                      after: str, sig: int, code: int) -> None:
     p = subprocess.Popen([sys.executable, "-m", "harness.cli", "gate", "--target", "url", "--report-dir", str(tmp_path)],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "SUPABASE_URL": stack.api_url, "SUPABASE_ANON_KEY": stack.anon_key,
@@ -179,55 +197,71 @@ def test_ctrl_c_cleans_up_the_runs_rows_and_keeps_what_was_recorded(stack: Embed
     for line in p.stderr:  # bounded: the gate ends by itself within seconds if the signal came too late
         seen.append(line)
         if after in line:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(sig)
             break
     _out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, "".join(seen) + err
-    assert "Traceback" not in err and "zora-harness: interrupted" in err, err
+    assert p.returncode == code, "".join(seen) + err
+    name = signal.Signals(sig).name
+    assert "Traceback" not in err and f"zora-harness: interrupted ({name})" in err, err
     [run_dir] = list(tmp_path.iterdir())
     run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+    assert_nothing_left(stack, run_id)
+    loaded = read_history(run_dir / "history.jsonl")
+    [stop] = [r for r in loaded.records if isinstance(r, Interrupted)]
+    assert stop.signal == name
+    assert isinstance(loaded.records[-1], RunFinished) and loaded.records[-1].outcome == "interrupted"
+    verdict_md = (run_dir / "verdict.md").read_text()
+    assert "NO-GO" in verdict_md and f"interrupted by {name}" in verdict_md
+
+
+def test_timeout_terminating_the_gate_leaves_nothing_behind(stack: EmbeddedStack, tmp_path: Path) -> None:
+    # the reproduction: `timeout 4 zora-harness gate --target url ...` left users, shops and orders behind
+    r = subprocess.run(["timeout", "--preserve-status", "4", sys.executable, "-m", "harness.cli", "gate", "--target",
+                        "url", "--report-dir", str(tmp_path), "--quiet", "--rounds", "20"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "SUPABASE_URL": stack.api_url, "SUPABASE_ANON_KEY": stack.anon_key,
+                            "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key})
+    assert r.returncode == 143, r.stderr
+    [run_dir] = list(tmp_path.iterdir())
+    assert_nothing_left(stack, json.loads((run_dir / "config.json").read_text())["run_id"])
+    assert "interrupted by SIGTERM" in (run_dir / "verdict.md").read_text()
+
+
+def assert_nothing_left(stack: EmbeddedStack, run_id: str) -> None:
+    """Nothing of the run stays behind on a shared database: asked of the database itself, by the run's tag."""
     with psycopg.connect(stack.superuser_dsn) as c:
-        left = c.execute("select count(*) from auth.users where email like %s", (f"%-{run_id}@zora-harness.test",))
-        assert left.fetchone() == (0,)  # nothing of this run stays behind on a shared database
-    history = (run_dir / "history.jsonl").read_text()
-    assert "interrupted before the run finished" in history
-    assert "NO-GO" in (run_dir / "verdict.md").read_text()
+        for q in ("select count(*) from auth.users where email like %s",
+                  "select count(*) from public.vendors where shop_name like %s",
+                  "select count(*) from public.products where name like %s",
+                  "select count(*) from public.orders where notes like %s"):
+            pattern = f"%-{run_id}@zora-harness.test" if "auth.users" in q else f"%{run_id}%"
+            assert c.execute(q, (pattern,)).fetchone() == (0,), q
 
 
 def test_node_dying_mid_run_shows_as_the_twins_misses_not_a_pass(stack: EmbeddedStack, tmp_path: Path) -> None:
-    import asyncio
-
-    from harness.actors import World
     from harness.checks import completeness
-    from harness.flows import Scene, order_flow
-    from harness.history import read_history
-    from harness.run import Run
+    from harness.flows import order_flow
+    from harness.lifecycle import Lifecycle
 
-    target = Target("url", stack.api_url, stack.anon_key, stack.service_role_key)
-    run = Run.create(target, tmp_path, {})
-    world = World.for_run(run)
-    world.build(customers=2, vendors=2, products_per_vendor=2)
+    lc = Lifecycle(stack.target(), CRITERIA, tmp_path, quiet=True)
 
     async def go() -> None:
-        scene = Scene(run, world)
-        await scene.start()
         try:
+            scene = await lc.open()
             assert scene.js_probes is not None and scene.js_probes.proc is not None
             scene.js_probes.proc.kill()
             await asyncio.sleep(0.5)
             await order_flow(scene, 0)
             await asyncio.sleep(1.0)
         finally:
-            await scene.stop()
+            await lc.close()
 
-    try:
-        asyncio.run(go())
-    finally:
-        world.cleanup()
-        run.history.close()
-    records, _ = read_history(run.dir / "history.jsonl")
-    assert any(r.get("event") == "closed" and "supabase-js process exited" in str(r.get("reason")) for r in records)
-    r = completeness(records)
+    asyncio.run(go())
+    lc.end(None)
+    records = read_history(lc.run.dir / "history.jsonl").records
+    assert any(isinstance(r, ChannelClosed) and "supabase-js process exited" in r.reason for r in records)
+    r = completeness(analyze(records))
     assert r.valid is False
     assert r.details["per_probe"]["vendor-1/portal@js"]["unseen"] > 0
     assert r.details["per_probe"]["vendor-1/portal"]["unseen"] == 0  # our own probe still got it
+    assert lc.verdict is not None and not lc.verdict.go

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.history import History
 from harness.progress import Progress
+from harness.records import Change, Op
 
 
 def test_live_status_line_counts_from_the_history(tmp_path: Path) -> None:
@@ -18,10 +19,10 @@ def test_live_status_line_counts_from_the_history(tmp_path: Path) -> None:
     async def go() -> None:
         show.start()
         show.set_stage("round 1/3: order_flow")
-        h.op("c1", "invoke", "place_order")
-        h.op("c1", "ok", "place_order")
-        h.op("c1", "info", "place_order")
-        h.obs("vendor", "change", table="orders")
+        h.append(Op(process="c1", type="invoke", f="place_order", op_id=1))
+        h.append(Op(process="c1", type="ok", f="place_order", op_id=1))
+        h.append(Op(process="c1", type="info", f="place_order", op_id=2))
+        h.append(Change(probe="vendor", channel="c", table="orders", type="INSERT"))
         await asyncio.sleep(0.3)
         show.say("round 1/3 done")
         await asyncio.sleep(0.3)  # redrawn below the milestone

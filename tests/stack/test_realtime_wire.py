@@ -22,7 +22,7 @@ def rt_table(stack: EmbeddedStack) -> None:
     ensure_rt_table(stack)
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 

@@ -80,9 +80,8 @@ def test_anon_reads_products_but_no_orders_and_cannot_order(stack: EmbeddedStack
 
 
 def test_customer_cannot_make_themselves_admin(stack: EmbeddedStack, shop: dict[str, str]) -> None:
-    with as_user(stack, shop["c1"]) as c:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only an admin"):
-            c.execute("update profiles set role = 'admin' where id = %s", (shop["c1"],))
+    with as_user(stack, shop["c1"]) as c, pytest.raises(psycopg.errors.InsufficientPrivilege, match="only an admin"):
+        c.execute("update profiles set role = 'admin' where id = %s", (shop["c1"],))
     with as_user(stack, shop["c1"]) as c:
         assert c.execute("update profiles set full_name = 'New Name' where id = %s", (shop["c1"],)).rowcount == 1
         assert c.execute("update profiles set full_name = 'x' where id = %s", (shop["c2"],)).rowcount == 0

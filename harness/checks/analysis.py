@@ -1,0 +1,245 @@
+"""One pass over a history, shared by every checker, the verdict and the report.
+
+``analyze`` pairs what drivers expected with what probes saw, once:
+
+* every (expected event, entitled probe) pair becomes a ``Delivery`` with the observations that
+  match it (``Expectation.matches``); an observation of an expected event at a probe *not* entitled
+  to it is a ``Leak``; an observation matching no expectation is "foreign" (someone else's row, or
+  an event nobody recorded an expectation for) and is counted, not judged;
+* the clock facts (``ClockFacts``, the latest refining earlier ones) place commit timestamps on the
+  run's timeline;
+* the run's own facts (started, preflight, stages, errors, interruption, cleanup, finished) and the
+  history file's unreadable lines are gathered for the verdict's run lines.
+
+Latency samples are computed on demand and cached, per event group and metric.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.checks.stats import stat
+from harness.records import (
+    Broadcast,
+    Change,
+    Cleanup,
+    ClockFacts,
+    Created,
+    Expectation,
+    Fault,
+    Interrupted,
+    JsProbesStarted,
+    LoopError,
+    Observation,
+    Op,
+    PreflightDone,
+    Presence,
+    ProbeInfo,
+    ProbeSet,
+    Record,
+    RunError,
+    RunFinished,
+    RunStarted,
+    Stage,
+)
+
+__all__ = ["METRICS", "Analysis", "Delivery", "Leak", "RunFacts", "analyze"]
+
+METRICS = ("write_to_deliver", "commit_to_deliver")
+
+
+@dataclass
+class Delivery:
+    exp: Expectation
+    probe: str
+    process: str  # the driver that wrote it
+    t_write: int  # the driver's invoke time: write->deliver starts here
+    seen: list[Observation] = field(default_factory=list)
+
+    def latency_ns(self) -> int | None:
+        return self.seen[0].t - self.t_write if self.seen else None
+
+
+@dataclass(frozen=True)
+class Leak:
+    exp: Expectation
+    probe: str
+    obs: Observation
+
+
+@dataclass
+class RunFacts:
+    """What the history says about the run itself, for the verdict's run lines."""
+
+    started: RunStarted | None = None
+    preflight: list[PreflightDone] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    errors: list[RunError] = field(default_factory=list)
+    interrupted: Interrupted | None = None
+    loop_errors: list[LoopError] = field(default_factory=list)
+    cleanups: list[Cleanup] = field(default_factory=list)
+    created: list[Created] = field(default_factory=list)
+    finished: RunFinished | None = None
+    js: JsProbesStarted | None = None
+    faults: list[Fault] = field(default_factory=list)
+    ops: int = 0
+    failed: list[Op] = field(default_factory=list)  # writes that definitely did not happen
+    uncertain: list[Op] = field(default_factory=list)  # writes whose outcome is unknown (info)
+    unreadable: list[tuple[int, str]] = field(default_factory=list)  # (line, reason), not counting a torn tail
+    torn_tail: bool = False
+
+    @property
+    def flows_ran(self) -> bool:
+        return self.ops > 0
+
+
+@dataclass
+class Analysis:
+    deliveries: dict[tuple[str, str], Delivery]
+    unexpected: list[Leak]
+    foreign: int
+    probes: dict[str, ProbeInfo]
+    run: RunFacts
+    observations: list[Observation] = field(default_factory=list)
+    wall_origin: int | None = None
+    offset_ns: int = 0
+    error_ns: int = 0
+    _samples: dict[tuple[str | None, str], list[float]] = field(default_factory=dict)
+
+    def flavour(self, probe: str) -> str:
+        info = self.probes.get(probe)
+        return info.flavour if info is not None else ("supabase-js" if probe.endswith("@js") else "ours")
+
+    def samples(self, group: str | None, metric: str) -> list[float]:
+        """Latencies in ms of first deliveries in an event group (None or "*": all groups)."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown latency metric {metric!r}")
+        key = (None if group in (None, "*") else group, metric)
+        cached = self._samples.get(key)
+        if cached is not None:
+            return cached
+        out: list[float] = []
+        for d in self.deliveries.values():
+            if not d.seen or (key[0] is not None and d.exp.group != key[0]):
+                continue
+            first = d.seen[0]
+            if metric == "write_to_deliver":
+                out.append((first.t - d.t_write) / 1e6)
+            elif isinstance(first, Change) and first.commit_ns is not None and self.wall_origin is not None:
+                receipt_wall = self.wall_origin + first.t
+                out.append((receipt_wall - (first.commit_ns - self.offset_ns)) / 1e6)
+        self._samples[key] = out
+        return out
+
+    @property
+    def error_ms(self) -> float:
+        return self.error_ns / 1e6
+
+    def flavours(self) -> dict[str, Any]:
+        """write->deliver per probe flavour (ours; supabase-js twins), and for each event both flavours
+        received, how much later the twin stamped it than its original (the client's own cost)."""
+        groups: dict[str, list[float]] = {"ours": [], "supabase-js": []}
+        expected = {"ours": 0, "supabase-js": 0}
+        for (_, probe), d in self.deliveries.items():
+            f = self.flavour(probe)
+            expected[f] += 1
+            if d.seen:
+                groups[f].append((d.seen[0].t - d.t_write) / 1e6)
+        originals = {n: p.original for n, p in self.probes.items() if p.original}
+        gaps = []
+        for (eid, probe), d in self.deliveries.items():
+            original = originals.get(probe)
+            o = self.deliveries.get((eid, original)) if original else None
+            if d.seen and o is not None and o.seen:
+                gaps.append((d.seen[0].t - o.seen[0].t) / 1e6)
+        out: dict[str, Any] = {}
+        for name, vals in groups.items():
+            if expected[name]:
+                out[name] = {"expected": expected[name], "delivered": len(vals),
+                             **({s: stat(vals, s) for s in ("p50", "p95", "p99", "max")} if vals else {})}
+        if gaps:
+            out["twin_minus_original_ms"] = {"n": len(gaps), **{s: stat(gaps, s) for s in ("p50", "p95", "p99", "max")}}
+        return out
+
+
+def _key(e: Expectation) -> tuple[str, str, str]:
+    return (e.source, e.subject, e.type)
+
+
+def _obs_key(o: Observation) -> tuple[str, str, str]:
+    if isinstance(o, Change):
+        return ("change", o.table, o.type.upper())
+    if isinstance(o, Broadcast):
+        return ("broadcast", o.event, "")
+    return ("presence", o.event, "")
+
+
+def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = None,
+            torn_tail: bool = False) -> Analysis:
+    run = RunFacts(unreadable=list(unreadable or ()), torn_tail=torn_tail)
+    invoked: dict[tuple[str, int], int] = {}
+    by_key: dict[tuple[str, str, str], list[tuple[Expectation, str, int]]] = defaultdict(list)
+    deliveries: dict[tuple[str, str], Delivery] = {}
+    probes: dict[str, ProbeInfo] = {}
+    observations: list[Observation] = []
+    clock: ClockFacts | None = None
+    for r in records:
+        if isinstance(r, Op):
+            run.ops += 1
+            if r.type == "fail":
+                run.failed.append(r)
+            elif r.type == "info":
+                run.uncertain.append(r)
+            if r.type == "invoke":
+                invoked[(r.process, r.op_id)] = r.t
+            elif r.type == "ok":
+                t_write = invoked.get((r.process, r.op_id), r.t)
+                for e in r.expect:
+                    by_key[_key(e)].append((e, r.process, t_write))
+                    for p in e.deliver_to:
+                        deliveries[(e.eid, p)] = Delivery(e, p, r.process, t_write)
+        elif isinstance(r, Change | Broadcast | Presence):
+            observations.append(r)
+        elif isinstance(r, ClockFacts):
+            clock = r
+        elif isinstance(r, ProbeSet):
+            probes.update({p.name: p for p in r.probes})
+        elif isinstance(r, RunStarted):
+            run.started = r
+        elif isinstance(r, PreflightDone):
+            run.preflight.append(r)
+        elif isinstance(r, Stage):
+            run.stages.append(r)
+        elif isinstance(r, RunError):
+            run.errors.append(r)
+        elif isinstance(r, Interrupted):
+            run.interrupted = run.interrupted or r
+        elif isinstance(r, LoopError):
+            run.loop_errors.append(r)
+        elif isinstance(r, Cleanup):
+            run.cleanups.append(r)
+        elif isinstance(r, Created):
+            run.created.append(r)
+        elif isinstance(r, RunFinished):
+            run.finished = r
+        elif isinstance(r, JsProbesStarted):
+            run.js = r
+        elif isinstance(r, Fault):
+            run.faults.append(r)
+    unexpected: list[Leak] = []
+    foreign = 0
+    for o in observations:
+        hits = [e for e, _, _ in by_key.get(_obs_key(o), ()) if e.matches(o)]
+        if not hits:
+            foreign += 1
+        for e in hits:
+            d = deliveries.get((e.eid, o.probe))
+            if d is None:
+                unexpected.append(Leak(e, o.probe, o))
+            else:
+                d.seen.append(o)
+    wall = clock.wall_origin if clock else (run.started.wall_origin if run.started else None)
+    return Analysis(deliveries, unexpected, foreign, probes, run, observations, wall_origin=wall,
+                    offset_ns=clock.offset_ns if clock else 0, error_ns=clock.error_ns if clock else 0)
