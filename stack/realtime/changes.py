@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from stack.db import connect
 from stack.realtime.frames import Frame, RawPayload, dumps
 from stack.realtime.hub import Binding, Channel, Hub
 from stack.realtime.wal import Change, Transaction
@@ -64,7 +65,7 @@ class ChangeDispatcher:
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            self._conn = await connect(self.dsn, autocommit=True)
             set_json_loads(_loads, self._conn)
             self._tables.clear()
         return self._conn
