@@ -2,7 +2,9 @@
 
 Files are applied in name order, each in its own transaction, and recorded in
 ``supabase_migrations.schema_migrations`` (version = the file name's numeric
-prefix) as the Supabase CLI does, so re-running applies only what is new.
+prefix) as the Supabase CLI does, so re-running applies only what is new. On an
+existing database the stack first checks what may be applied (``stack.preflight``)
+and wraps everything in one outer transaction (each file is then a savepoint).
 """
 
 from __future__ import annotations
