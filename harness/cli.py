@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     up = stack_sub.add_parser("up", help="start the stack in the foreground and print its URLs and keys")
     up.add_argument("--port", type=int, default=54321, help="API port on 127.0.0.1 (0 = any free port)")
     up.add_argument("--db-url", help="use this existing PostgreSQL (superuser DSN) instead of a throwaway cluster, as"
-                                     " it is: no role or password is changed; refused if it has no stack base")
+                                     " it is: no role or password is changed; refused without a stack base (--init-db)")
     up.add_argument("--init-db", action="store_true",
                     help="with --db-url: install the stack's Supabase base and apply pending migrations there")
     up.add_argument("--no-seed", action="store_true", help="do not load the demo data (fixtures/seed.sql)")
