@@ -106,8 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     stack_sub.required = True
     up = stack_sub.add_parser("up", help="start the stack in the foreground and print its URLs and keys")
     up.add_argument("--port", type=int, default=54321, help="API port on 127.0.0.1 (0 = any free port)")
-    up.add_argument("--db-url", help="use this existing PostgreSQL (superuser DSN) instead of a throwaway cluster")
+    up.add_argument("--db-url", help="use this existing PostgreSQL (superuser DSN) instead of a throwaway cluster, as"
+                                     " it is: no role or password is changed; refused without a stack base (--init-db)")
+    up.add_argument("--init-db", action="store_true",
+                    help="with --db-url: install the stack's Supabase base and apply pending migrations there")
     up.add_argument("--no-seed", action="store_true", help="do not load the demo data (fixtures/seed.sql)")
+    up.add_argument("--seed", action="store_true", help="with --db-url: load the demo data there too (default: not)")
     up.add_argument("--migrations", type=Path, action="append",
                     help="directory of numbered .sql migrations (default: fixtures/migrations); repeatable")
     up.add_argument("--jwt-secret", help="sign keys with this secret (default: a fresh random one)")
@@ -351,7 +355,7 @@ def _port_free(port: int) -> bool:
 def _stack_up(args: argparse.Namespace) -> int:
     from stack.migrate import MigrationError
     from stack.postgres import PostgresError
-    from stack.server import FIXTURES, EmbeddedStack, StackError
+    from stack.server import FIXTURES, EmbeddedStack, StackConfigError, StackError
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port")
@@ -363,7 +367,12 @@ def _stack_up(args: argparse.Namespace) -> int:
     for d in migrations:
         if not d.is_dir():
             raise UsageError(f"--migrations {d}: not a directory")
-    seed = [] if args.no_seed else [FIXTURES / "seed.sql"]
+    if args.seed and args.no_seed:
+        raise UsageError("--seed and --no-seed contradict each other")
+    if args.init_db and not args.db_url:
+        raise UsageError("--init-db goes with --db-url (the throwaway cluster is always initialised)")
+    # the demo rows go into someone else's database only when asked for
+    seed = [FIXTURES / "seed.sql"] if args.seed or not (args.no_seed or args.db_url) else []
 
     stop = threading.Event()
 
@@ -371,11 +380,14 @@ def _stack_up(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    stack = EmbeddedStack(migrations=migrations, seed=seed, db_url=args.db_url, port=args.port,
+    stack = EmbeddedStack(migrations=migrations, seed=seed, db_url=args.db_url, init_db=args.init_db, port=args.port,
                           jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode)
     try:
         try:
             stack.start()
+        except StackConfigError as e:
+            print(f"zora-harness: {e}", file=sys.stderr)
+            return EXIT_USAGE
         except (PostgresError, StackError, MigrationError) as e:
             print(f"zora-harness: stack failed to start: {e}", file=sys.stderr)
             return EXIT_UNREACHABLE
@@ -410,11 +422,15 @@ def _print_status(stack: object, env: bool) -> None:
         print(f'SUPABASE_URL="{stack.api_url}"')
         print(f'SUPABASE_ANON_KEY="{stack.anon_key}"')
         print(f'SUPABASE_SERVICE_ROLE_KEY="{stack.service_role_key}"')
+        assert stack.settings is not None
+        print(f'JWT_SECRET="{stack.settings.jwt_secret}"')  # as `supabase status -o env`; asked for, never logged
         return
     print("Zora embedded stack is running (Ctrl-C to stop).\n")
     for _, label, value in rows:
         print(f"{label:>17}: {value}")
     print(f"{'realtime mode':>17}: {stack.realtime_mode}")
+    if stack.db_url:
+        print(f"{'database':>17}: yours, used as it is (login roles assumed per connection, no password changed)")
     print(f"\n{'ready in':>17}: {stack.timings.get('ready', 0):.2f} s")
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from stack.db import connect
+
 __all__ = ["DdlWatch"]
 
 
@@ -30,7 +32,7 @@ class DdlWatch:
     async def _run(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await connect(self.dsn, autocommit=True) as conn:
                     await conn.execute("listen zora_realtime_ddl")
                     self._bump()  # whatever happened while we were not listening
                     self.listening.set()

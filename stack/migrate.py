@@ -2,7 +2,9 @@
 
 Files are applied in name order, each in its own transaction, and recorded in
 ``supabase_migrations.schema_migrations`` (version = the file name's numeric
-prefix) as the Supabase CLI does, so re-running applies only what is new.
+prefix) as the Supabase CLI does, so re-running applies only what is new. On an
+existing database the stack first checks what may be applied (``stack.preflight``)
+and wraps everything in one outer transaction (each file is then a savepoint).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-__all__ = ["BASE_SQL", "MigrationError", "apply_base", "apply_migrations", "set_role_passwords"]
+__all__ = ["BASE_DIR", "BASE_SQL", "MigrationError", "apply_base", "apply_migrations", "migration_files",
+           "migration_version", "set_role_passwords"]
 
 BASE_DIR = Path(__file__).parent / "sql"
 BASE_SQL = BASE_DIR / "000_supabase_base.sql"
@@ -65,6 +68,14 @@ def migration_files(dirs: Iterable[Path]) -> list[Path]:
     for d in dirs:
         files += sorted(p for p in Path(d).glob("*.sql") if _VERSION.match(p.name))
     return files
+
+
+def migration_version(path: Path) -> str:
+    """The version a migration file is recorded under: its name's numeric prefix."""
+    m = _VERSION.match(path.name)
+    if m is None:
+        raise MigrationError(f"{path.name}: not a numbered migration file")
+    return m.group(1)
 
 
 def apply_migrations(conn: psycopg.Connection, dirs: Iterable[Path]) -> list[str]:

@@ -7,6 +7,15 @@ migrations and seed, and the HTTP server with auth and REST (realtime to come).
 This is the composition root of ``stack/``: it owns the cluster, the keys and
 the server thread, and offers the faults the harness needs (restart Postgres,
 pause Postgres).
+
+Its own throwaway cluster gets the Supabase base, the login roles' passwords (the
+stack made them) and the migrations. An existing database (``db_url``) is used as
+it is: ``stack.preflight`` reads it first and refuses, before writing anything, a
+database the stack cannot use (no base there without ``init_db``, Supabase roles the
+base did not create, pending migrations without ``init_db``, no logical decoding);
+the stack never sets a password there: it connects with the superuser DSN and assumes
+``authenticator``, ``supabase_auth_admin`` and ``supabase_realtime_admin`` per
+connection (``stack.db``), so other stacks on that database keep working.
 """
 
 from __future__ import annotations
@@ -22,13 +31,14 @@ from typing import Any
 import psycopg
 import uvicorn
 
-from stack import jwt
+from stack import jwt, preflight
 from stack.app import create_app
+from stack.db import assumed_dsn
 from stack.migrate import apply_base, apply_migrations, apply_sql_file, set_role_passwords
 from stack.postgres import Cluster, PostgresError, free_port
 from stack.settings import StackSettings
 
-__all__ = ["FIXTURES", "EmbeddedStack", "StackError"]
+__all__ = ["FIXTURES", "EmbeddedStack", "StackConfigError", "StackError"]
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LOGIN_ROLES = ("authenticator", "supabase_auth_admin", "supabase_realtime_admin")
@@ -38,11 +48,16 @@ class StackError(RuntimeError):
     """The stack could not start; the message says which part and why."""
 
 
+class StackConfigError(StackError):
+    """The stack refuses the database it was given (a configuration problem); nothing was written to it."""
+
+
 @dataclass
 class EmbeddedStack:
     migrations: list[Path] = field(default_factory=list)
     seed: list[Path] = field(default_factory=list)
     db_url: str | None = None  # an existing database (superuser DSN) instead of a throwaway cluster
+    init_db: bool = False  # db_url: install the base and apply pending migrations there (else refuse)
     port: int = 0
     jwt_secret: str = ""
     jwt_exp: int = 3600
@@ -53,6 +68,8 @@ class EmbeddedStack:
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
     _role_passwords: dict[str, str] = field(default_factory=dict)
+    _assume_roles: bool = False  # an existing database: login roles assumed per connection, no passwords
+    _role_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     _app: Any = None
     _loop: asyncio.AbstractEventLoop | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -93,6 +110,10 @@ class EmbeddedStack:
                       name="embedded")
 
     def role_dsn(self, role: str) -> str:
+        """A DSN that connects as ``role``: with its password on our own cluster; on an existing database the
+        superuser DSN marked to assume the role (``stack.db.connect`` and the pools honour the mark)."""
+        if self._assume_roles:
+            return assumed_dsn(self.superuser_dsn, role, self._role_settings.get(role))
         base = psycopg.conninfo.conninfo_to_dict(self.superuser_dsn)
         base.update(user=role, password=self._role_passwords[role])
         return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in base.items() if v is not None})
@@ -115,14 +136,11 @@ class EmbeddedStack:
         return self
 
     def _prepare_database(self) -> None:
-        self._role_passwords = {r: secrets.token_urlsafe(18) for r in LOGIN_ROLES}
         try:
-            with psycopg.connect(self.superuser_dsn, autocommit=True) as conn:
-                apply_base(conn)
-                set_role_passwords(conn, self._role_passwords)
-                apply_migrations(conn, self.migrations)
-                for path in self.seed:
-                    apply_sql_file(conn, path)
+            if self.db_url is None:
+                self._prepare_own_cluster()
+            else:
+                self._prepare_existing(self.db_url)
         except psycopg.OperationalError as e:
             raise StackError(f"database unreachable: {str(e).strip().splitlines()[0]}") from e
         secret = self.jwt_secret or jwt.new_secret()
@@ -137,6 +155,31 @@ class EmbeddedStack:
             realtime_mode=self.realtime_mode,
             fault_delivery_delay_ms=self.fault_delivery_delay_ms,
         )
+
+    def _prepare_own_cluster(self) -> None:
+        self._role_passwords = {r: secrets.token_urlsafe(18) for r in LOGIN_ROLES}
+        with psycopg.connect(self.superuser_dsn, autocommit=True) as conn:
+            apply_base(conn)
+            set_role_passwords(conn, self._role_passwords)
+            apply_migrations(conn, self.migrations)
+            for path in self.seed:
+                apply_sql_file(conn, path)
+
+    def _prepare_existing(self, dsn: str) -> None:
+        """Check first (read only), then write what the plan allows in one transaction; never touch a role."""
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            state = preflight.inspect(conn, dsn)
+            try:
+                preflight.plan(state, self.migrations, self.init_db, streaming=self.realtime_mode == "streaming")
+            except preflight.PreflightError as e:
+                raise StackConfigError(str(e)) from e
+            with conn.transaction():
+                apply_base(conn)
+                apply_migrations(conn, self.migrations)
+                for path in self.seed:
+                    apply_sql_file(conn, path)
+            self._role_settings = _role_settings(conn, LOGIN_ROLES)
+        self._assume_roles = True
 
     def _start_server(self, timeout: float = 30.0) -> None:
         assert self.settings is not None
@@ -210,6 +253,20 @@ class EmbeddedStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _role_settings(conn: psycopg.Connection, roles: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Each role's ``ALTER ROLE ... SET`` values (this database's override the global ones): applied at a
+    login as that role, so an assumed role gets them as connection options instead."""
+    out: dict[str, dict[str, str]] = {}
+    rows = conn.execute(
+        "select r.rolname, unnest(s.setconfig) from pg_db_role_setting s join pg_roles r on r.oid = s.setrole"
+        " where r.rolname = any(%s) and s.setdatabase in (0, (select oid from pg_database"
+        " where datname = current_database())) order by s.setdatabase", (list(roles),)).fetchall()
+    for role, setting in rows:
+        key, _, value = str(setting).partition("=")
+        out.setdefault(str(role), {})[key] = value
+    return out
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

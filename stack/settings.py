@@ -11,8 +11,10 @@ __all__ = ["StackSettings"]
 class StackSettings:
     """What the auth, REST and realtime endpoints need to know.
 
-    ``rest_dsn`` logs in as ``authenticator`` (PostgREST's role), ``auth_dsn`` as
-    ``supabase_auth_admin`` (GoTrue's), ``realtime_dsn`` as ``supabase_realtime_admin``.
+    ``rest_dsn`` connects as ``authenticator`` (PostgREST's role), ``auth_dsn`` as
+    ``supabase_auth_admin`` (GoTrue's), ``realtime_dsn`` as ``supabase_realtime_admin``: by
+    password on the stack's own cluster, or, on an existing database, as the superuser
+    assuming that role (``stack.db.assumed_dsn``; connect through ``stack.db.connect``).
     """
 
     jwt_secret: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -9,12 +10,22 @@ from typing import Any
 import httpx
 import pytest
 
+from stack.postgres import Cluster
 from stack.server import EmbeddedStack
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[EmbeddedStack]:
-    """The Zora schema with the demo seed, on a throwaway cluster, for the whole session."""
+    """The Zora schema with the demo seed, on a throwaway cluster, for the whole session.
+
+    With ``ZORA_TEST_STACK_DB_URL=1`` the stack is given that cluster as an existing database
+    (``db_url``, ``init_db``), so the same tests check the mode that assumes the login roles.
+    """
+    if os.environ.get("ZORA_TEST_STACK_DB_URL"):
+        with Cluster() as cluster, EmbeddedStack.from_fixtures(seed=True, db_url=cluster.dsn(), init_db=True) as s:
+            assert s._assume_roles
+            yield s
+        return
     with EmbeddedStack.from_fixtures(seed=True) as s:
         yield s
 

@@ -28,6 +28,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["stack", "up", "--port", "99999"], "not a TCP port"),
         (["stack", "up", "--port", "0", "--migrations", "/nonexistent"], "not a directory"),
         (["stack", "up", "--port", "0", "--jwt-secret", "short"], "at least 32"),
+        (["stack", "up", "--port", "0", "--init-db"], "--init-db goes with --db-url"),
+        (["stack", "up", "--port", "0", "--seed", "--no-seed"], "contradict"),
         ([], "required"),
     ],
 )

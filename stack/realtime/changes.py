@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from stack.db import connect
 from stack.realtime.frames import Frame, RawPayload, dumps
 from stack.realtime.hub import Binding, Channel, Hub
 from stack.realtime.wal import Change, Transaction
@@ -64,7 +65,7 @@ class ChangeDispatcher:
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            self._conn = await connect(self.dsn, autocommit=True)
             set_json_loads(_loads, self._conn)
             self._tables.clear()
         return self._conn
@@ -83,8 +84,18 @@ class ChangeDispatcher:
         info = self._tables.get((schema, table))
         if info is None:
             entity = sql.Identifier(schema, table).as_string(conn)
-            cur = await conn.execute("select in_publication, rls_enabled, cols, pk, checker"
-                                     " from realtime.zora_table_info(%s::regclass)", (entity,))
+            for attempt in range(5):
+                try:
+                    cur = await conn.execute("select in_publication, rls_enabled, cols, pk, checker"
+                                             " from realtime.zora_table_info(%s::regclass)", (entity,))
+                    break
+                except (psycopg.errors.UniqueViolation, psycopg.errors.InternalError_) as e:
+                    # another stack on this database (re)creating the same checker at this moment
+                    # ("tuple concurrently updated", or both creating it): theirs commits in a moment
+                    racing = isinstance(e, psycopg.errors.UniqueViolation) or "concurrently updated" in str(e)
+                    if attempt == 4 or not racing:
+                        raise
+                    await asyncio.sleep(0.005 * (attempt + 1))
             row = await cur.fetchone()
             assert row is not None
             info = TableInfo(bool(row[0]), bool(row[1]), list(row[2]), list(row[3]), str(row[4]))

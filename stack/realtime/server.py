@@ -5,6 +5,9 @@
 It offers ``restart()`` for fault tests: every socket is dropped, the WAL source
 starts again at the current end of the WAL (Supabase Realtime does not replay
 what happened while clients were away), and clients' own reconnect logic rejoins.
+
+Its replication slot is named for this host and process (``stack.realtime.slots``);
+at start and at stop it also drops our slots whose owning process is gone.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import os
 from typing import Any
 
 import psycopg
@@ -23,13 +25,15 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from stack import jwt
+from stack.db import connect
 from stack.ddl import DdlWatch
 from stack.realtime.changes import ChangeDispatcher
 from stack.realtime.connection import Connection, broadcast_from_api
 from stack.realtime.filters import Subscription
 from stack.realtime.frames import VSN1, VSN2
 from stack.realtime.hub import Hub
-from stack.realtime.wal import PollingSource, StreamingSource, drop_slot, ensure_slot
+from stack.realtime.slots import drop_slot, drop_stale_slots, ensure_slot, slot_name
+from stack.realtime.wal import PollingSource, StreamingSource
 from stack.settings import StackSettings
 
 __all__ = ["MODES", "Realtime", "routes"]
@@ -45,7 +49,7 @@ class Realtime:
             raise ValueError(f"realtime mode must be one of {', '.join(MODES)}")
         self.settings = settings
         self.mode = mode
-        self.slot = slot or f"zora_realtime_{os.getpid()}"
+        self.slot = slot or slot_name()
         self.hub = Hub()
         self.dispatcher = ChangeDispatcher(settings.realtime_dsn, self.hub, settings.fault_delivery_delay_ms)
         self.source: StreamingSource | PollingSource | None = None
@@ -56,11 +60,15 @@ class Realtime:
         self._catalog: psycopg.AsyncConnection | None = None
         self._catalog_lock = asyncio.Lock()
         self.ddl = ddl
+        self._swept = False
         if ddl is not None:
             ddl.listeners.append(lambda: self.dispatcher.forget_tables())
 
     async def start(self) -> None:
-        await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=True)
+        await drop_stale_slots(self.settings.realtime_dsn, report_foreign=not self._swept)
+        self._swept = True
+        if self.mode == "streaming":  # the polling source makes its own temporary slot
+            await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=True)
         cls = StreamingSource if self.mode == "streaming" else PollingSource
         self.source = cls(self.settings.realtime_dsn, self.slot, self.dispatcher.on_transaction)
         loop = asyncio.get_running_loop()
@@ -95,7 +103,9 @@ class Realtime:
             await self._catalog.close()
             self._catalog = None
         if drop:
-            await drop_slot(self.settings.realtime_dsn, self.slot)
+            if self.mode == "streaming":
+                await drop_slot(self.settings.realtime_dsn, self.slot)
+            await drop_stale_slots(self.settings.realtime_dsn)
 
     async def restart(self, downtime: float = 0.0) -> None:
         await self.stop(drop=False)
@@ -119,7 +129,7 @@ class Realtime:
         async with self._catalog_lock:
             try:
                 if self._catalog is None or self._catalog.closed or self._catalog.broken:
-                    self._catalog = await psycopg.AsyncConnection.connect(self.settings.realtime_dsn, autocommit=True)
+                    self._catalog = await connect(self.settings.realtime_dsn, autocommit=True)
                 for s in subs:
                     cur = await self._catalog.execute(
                         "select pt.attnames from pg_publication_tables pt where pt.pubname = 'supabase_realtime'"

@@ -3,26 +3,35 @@
 Two sources with one output (``Transaction``):
 
 * ``StreamingSource`` (default): ``pg_recvlogical`` holds a replication
-  connection on our slot and the server pushes each commit as it happens; no
-  sleep anywhere. If PostgreSQL goes away the source reconnects and resumes from
-  the slot; transactions it already handed out (the slot's confirmed position
-  lags what we read) are dropped by commit LSN, so nothing is lost or repeated.
+  connection on our (permanent) slot and the server pushes each commit as it
+  happens; no sleep anywhere. If PostgreSQL goes away the source reconnects and
+  resumes from the slot; transactions it already handed out (the slot's confirmed
+  position lags what we read) are dropped by commit LSN, so nothing is lost or
+  repeated. pg_recvlogical gets the parent-death signal (SIGTERM): it runs in its
+  own session (a terminal's Ctrl-C reaches only us, and we stop it in order), and
+  if we are killed the kernel stops it, so no orphan keeps the slot busy.
 * ``PollingSource`` (``hosted-polling`` mode): reproduces hosted Supabase
   Realtime's cadence, reading the slot with ``pg_logical_slot_get_changes``
   every 100 ms and 5x that (500 ms) after an empty poll (supabase/realtime
   ``replication_poller.ex``), so a team can preview production's latency tail.
+  Its slot is temporary, as hosted Realtime's is: it lives as long as the polling
+  connection, so nothing is left behind however the stack ends; like hosted
+  Realtime, a reconnect starts at the current end of the WAL.
 
 Why pg_recvlogical: psycopg 3 does not speak the replication protocol, and
-PostgreSQL ships this client for exactly this job.
+PostgreSQL ships this client for exactly this job. Slot names and the cleanup of
+leftovers: ``stack.realtime.slots``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +41,7 @@ from typing import Any
 
 import psycopg
 
+from stack.db import connect
 from stack.postgres import find_bindir
 
 __all__ = ["Change", "PollingSource", "StreamingSource", "Transaction", "WalDecoder", "parse_lsn"]
@@ -121,33 +131,20 @@ class WalDecoder:
 
 
 OnTransaction = Callable[[Transaction], Awaitable[None]]
+_PR_SET_PDEATHSIG = 1
 
 
-async def ensure_slot(dsn: str, slot: str, fresh: bool) -> None:
-    """Create our slot; with ``fresh`` start it at the current WAL end (changes before now are not ours)."""
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cur = await conn.execute("select active_pid from pg_replication_slots where slot_name = %s", (slot,))
-        row = await cur.fetchone()
-        if row is not None and fresh:
-            if row[0] is not None:
-                await conn.execute("select pg_terminate_backend(%s)", (row[0],))
-                for _ in range(100):  # bounded: 100 x 10 ms
-                    cur = await conn.execute("select active from pg_replication_slots where slot_name = %s", (slot,))
-                    r = await cur.fetchone()
-                    if not r or not r[0]:
-                        break
-                    await asyncio.sleep(0.01)
-            await conn.execute("select pg_drop_replication_slot(%s)", (slot,))
-            row = None
-        if row is None:
-            await conn.execute("select pg_create_logical_replication_slot(%s, 'wal2json')", (slot,))
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn (runs in the child between fork and exec): SIGTERM when the forking thread's process
+    dies, and exit at once if it already has (it died between fork and prctl)."""
 
+    def preexec() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
 
-async def drop_slot(dsn: str, slot: str) -> None:
-    with contextlib.suppress(psycopg.Error):
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            await conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots"
-                               " where slot_name = %s and not active", (slot,))
+    return preexec
 
 
 class StreamingSource:
@@ -178,9 +175,11 @@ class StreamingSource:
         backoff = 0.01
         while not self._stopping:
             args, env = self._command()
+            # The parent-death signal follows the thread that forks: this event loop's thread, which lives
+            # until the stack stops (and stops pg_recvlogical itself before that).
             self._proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-                limit=64 * 1024 * 1024, start_new_session=True)
+                limit=64 * 1024 * 1024, start_new_session=True, preexec_fn=_die_with(os.getpid()))
             decoder = WalDecoder()
             got_any = False
             assert self._proc.stdout is not None
@@ -221,7 +220,7 @@ class StreamingSource:
             if self._proc is None or self._proc.returncode is not None:
                 return
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=2) as c:
+                async with await connect(self.dsn, autocommit=True, connect_timeout=2) as c:
                     cur = await c.execute("select active from pg_replication_slots where slot_name = %s", (self.slot,))
                     row = await cur.fetchone()
                     if row and row[0]:
@@ -239,7 +238,7 @@ class StreamingSource:
 
 
 class PollingSource:
-    """Hosted Supabase's cadence: poll the slot every 100 ms, 500 ms after an empty poll."""
+    """Hosted Supabase's cadence: poll a temporary slot every 100 ms, 500 ms after an empty poll."""
 
     def __init__(self, dsn: str, slot: str, on_transaction: OnTransaction,
                  interval: float = 0.1, idle_interval: float = 0.5, max_changes: int = 1000) -> None:
@@ -260,7 +259,8 @@ class PollingSource:
                  + ", ".join(["%s"] * len(opts)) + ")")
         while not self._stopping:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await connect(self.dsn, autocommit=True) as conn:
+                    await self._create_temporary_slot(conn)
                     self.connected.set()
                     while not self._stopping:
                         cur = await conn.execute(query, (self.slot, self.max_changes, *opts))
@@ -275,6 +275,18 @@ class PollingSource:
                 self.connected.clear()
                 log.warning("polling source lost the database: %s", str(e).strip().splitlines()[:1])
                 await asyncio.sleep(0.1)
+
+    async def _create_temporary_slot(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The slot dies with this connection. One of the same name may still be held by our previous
+        connection's backend (a realtime restart) for the moment it takes to exit: wait for that, bounded."""
+        for attempt in range(200):  # 200 x 10 ms
+            try:
+                await conn.execute("select pg_create_logical_replication_slot(%s, 'wal2json', true)", (self.slot,))
+                return
+            except psycopg.errors.DuplicateObject:
+                if attempt == 199:
+                    raise
+                await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         self._stopping = True
