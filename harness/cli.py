@@ -114,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", action="store_true", help="with --db-url: load the demo data there too (default: not)")
     up.add_argument("--migrations", type=Path, action="append",
                     help="directory of numbered .sql migrations (default: fixtures/migrations); repeatable")
-    up.add_argument("--jwt-secret", help="sign keys with this secret (default: a fresh random one)")
+    up.add_argument("--jwt-secret", default=os.environ.get("ZORA_JWT_SECRET"),
+                    help="sign keys with this secret (default: $ZORA_JWT_SECRET, else a fresh random one; prefer the "
+                         "variable: flags show in `ps`)")
     up.add_argument("--env", action="store_true", help="print KEY=value lines, like `supabase status -o env`")
     up.add_argument("--realtime-mode", choices=("streaming", "hosted-polling"), default="streaming",
                     help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
