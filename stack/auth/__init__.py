@@ -10,11 +10,13 @@ supabase/auth and the two clients; see docs/protocol/auth.md.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -24,6 +26,8 @@ from stack.auth import errors as E
 from stack.auth.errors import API_VERSION, AuthError, error_response
 from stack.auth.store import Store, hash_password, user_json, verify_password
 from stack.settings import StackSettings
+
+log = logging.getLogger("stack.auth")
 
 __all__ = ["routes"]
 
@@ -90,6 +94,11 @@ class AuthAPI:
                 return await fn(request)
             except AuthError as e:
                 return error_response(request, e)
+            except psycopg.Error as e:  # as GoTrue: a 500 naming no internals (a foreign key, the database gone)
+                log.warning("database error on %s %s: %s", request.method, request.url.path,
+                            str(e).strip().splitlines()[:1])
+                return error_response(request, AuthError(500, "unexpected_failure", "Database error processing the "
+                                                                                    "request"))
         return wrapped
 
     # -- tokens -------------------------------------------------------------------------------------

@@ -246,15 +246,14 @@ def test_credentials_in_a_url_are_never_written_or_printed(stack: EmbeddedStack,
     assert "hunter2" not in out and "s3cret" not in out and "<redacted>" in out
 
 
-def test_a_broken_pipe_keeps_the_verdicts_exit_code(strict_run: tuple[Path, Path, str], stack: EmbeddedStack,
-                                                    tmp_path: Path) -> None:
-    _, strict, _ = strict_run
-    strict.write_text(DEFAULT_CRITERIA.read_text().replace("max_ms = 1000", "max_ms = 0.001"))
-    cmd = (f"{sys.executable} -m harness.cli gate --target url --criteria {strict} --report-dir {tmp_path}"
-           " --rounds 1 --probes py --quiet | head -1; exit ${PIPESTATUS[0]}")
+def test_a_broken_pipe_keeps_the_verdicts_exit_code(stack: EmbeddedStack, tmp_path: Path) -> None:
+    # `gate | head -1`, at its worst: the reader is gone before the verdict is printed (`true` reads nothing).
+    # The verdict (GO here) is still the exit code, and nothing is printed about the pipe.
+    cmd = (f"{sys.executable} -m harness.cli gate --target url --report-dir {tmp_path} --rounds 1 --probes py --quiet"
+           " | true; exit ${PIPESTATUS[0]}")
     r = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env_for(stack))
-    assert r.returncode == 1, r.stderr  # NO-GO, not a crash
-    assert r.stdout.strip().startswith("NO-GO") and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
+    assert r.returncode == 0, r.stderr  # GO, not a crash
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and "Exception ignored" not in r.stderr
 
 
 def test_an_internal_error_has_its_own_exit_code_and_keeps_the_record(
