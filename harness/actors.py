@@ -54,12 +54,29 @@ class Actor:
         self.uid = uid
         self.client = _client(run.target.url, run.target.anon_key)
         self.token = ""
+        self.http: httpx.Client | None = None  # for calls no supabase-py client makes (realtime's REST broadcast)
 
     async def sign_in(self) -> None:
+        """Sign in, then build and warm every client this app instance writes with, so that no client
+        construction, TLS context or connection set-up falls inside a measured write."""
         r = await asyncio.to_thread(self.client.auth.sign_in_with_password,
                                     {"email": self.email, "password": self.password})
         assert r.session is not None
         self.token = r.session.access_token
+        t = self.run.target
+        self.http = httpx.Client(base_url=t.url, timeout=10,
+                                 headers={"apikey": t.anon_key, "Authorization": f"Bearer {self.token}"})
+        await asyncio.to_thread(self._warm)
+
+    def _warm(self) -> None:
+        # supabase-py builds its REST client lazily after each sign-in: build it now, and open its connection
+        self.client.table("products").select("id").limit(1).execute()
+        assert self.http is not None
+        self.http.get("/auth/v1/settings")
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
 
     async def op(self, f: str, call: Callable[[Client], Any], expect: Callable[[Any], Expect] | None = None,
                  **info: Any) -> Any:
