@@ -22,11 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ANNOUNCEMENTS", "APPS", "DECLARATION", "EVENT_GROUPS", "PRESENCE", "PROBES", "VISIBLE", "App",
+__all__ = ["ANNOUNCEMENTS", "APPS", "CHANGED_AT", "DECLARATION", "EVENT_GROUPS", "PRESENCE", "PROBES", "VISIBLE", "App",
            "BroadcastEvent", "ChangeEvent", "Declaration", "Event", "PresenceEvent", "ProbeSpec", "Sub", "Viewer"]
 
 ANNOUNCEMENTS = "platform-announcements"  # the admin's broadcast topic every app joins (001 §3.2)
 PRESENCE = "admin-dashboard"  # the admin dashboard's presence channel (001 §3.2, AdminRealtimeProvider)
+
+# The column an app reads "changed since" by when it refetches after a reconnect (001 §4.2: apps refetch).
+CHANGED_AT: dict[str, str] = {"order_items": "created_at", "notifications": "created_at", "reviews": "created_at",
+                              "messages": "created_at", "conversations": "created_at"}
 
 # The event groups drivers give their expectations; criteria (fixtures/criteria.toml) judge by group.
 EVENT_GROUPS = frozenset({"order_visible", "status_update", "cart_sync", "notification", "realtime",

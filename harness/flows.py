@@ -19,6 +19,7 @@ from typing import Any, Literal
 from harness.actors import Actor, Refused, World
 from harness.apps import (
     ANNOUNCEMENTS,
+    CHANGED_AT,
     DECLARATION,
     PRESENCE,
     BroadcastEvent,
@@ -67,7 +68,8 @@ class Scene:
         twin = flavour == "supabase-js"
         return ProbeInfo(name=f"{spec.name}@js" if twin else spec.name, app=app.name, user=spec.user, flavour=flavour,
                          original=spec.name if twin else None, presence=app.presence, topics=app.topics,
-                         subs=tuple(SubInfo(table=s.table, filter=s.filter_for(v), event=s.event)
+                         subs=tuple(SubInfo(table=s.table, filter=s.filter_for(v), event=s.event,
+                                            changed_at=CHANGED_AT.get(s.table, "updated_at"))
                                     for s in self.declaration.subs(spec)))
 
     async def start(self) -> None:

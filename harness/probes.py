@@ -24,8 +24,11 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from harness.clock import parse_wall
 from harness.history import History
@@ -35,11 +38,13 @@ from harness.records import (
     Change,
     ChannelClosed,
     ConnState,
+    JoinAttempt,
     JsProbesStarted,
     Presence,
     ProbeError,
     ProbeInfo,
     ProbeLive,
+    Refetch,
     SubInfo,
     SubscriptionError,
     System,
@@ -61,7 +66,7 @@ def topic(name: str) -> str:
 
 def channels(info: ProbeInfo) -> list[tuple[str, SubInfo]]:
     """The probe's postgres_changes channels, one per subscription: (name, subscription)."""
-    return [(f"{info.name}:{s.table}:{i}", s) for i, s in enumerate(info.subs)]
+    return list(info.pg_channels())
 
 
 def quiet_heap() -> None:
@@ -106,13 +111,28 @@ def record_presence(h: History, probe: str, t: int, channel: str, kind: str, key
 
 @dataclass
 class Probe:
+    """One app instance's subscriptions, through our client. After a reconnect it does what the apps do:
+    rejoins every channel (the client's own ``rejoin_all``), and once every postgres_changes channel is live
+    again, refetches over REST the rows of its subscriptions changed since it last heard from the server
+    (``Refetch``), because Supabase Realtime replays nothing it missed."""
+
     run: Run
     info: ProbeInfo
     token: str
-    url: str | None = None  # the target's realtime endpoint unless given
+    url: str | None = None  # the realtime endpoint (a fault proxy's, say) unless the target's
+    rest_url: str | None = None  # the API base its refetches go to (through the same proxy) unless the target's
+    server_offset_ns: int = 0  # the server's wall clock minus ours, for the refetch's "changed since"
     client: AsyncPhoenix | None = None
     live: dict[str, asyncio.Event] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    refetch_margin_s: float = 2.0
+    _joining: set[str] = field(default_factory=set)
+    _opened: int = 0
+    _last_rx: int = 0
+    _since: int | None = None  # set while a reconnect waits to refetch: the run time it last heard the server
+    _ready: set[str] = field(default_factory=set)
+    _http: httpx.AsyncClient | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -129,9 +149,14 @@ class Probe:
                 self.errors.append(f"{channel}: {message}")
                 h.append(SubscriptionError(probe=self.name, t=t, channel=channel, message=_text(message)))
             self.live.setdefault(channel, asyncio.Event()).set()
+            if self._since is not None:
+                self._ready.add(channel)
+                if self._ready >= {topic(n) for n, _ in channels(self.info)}:
+                    self._refetch_soon()
 
     def _on_event(self, ev: Reply | Message | Closed, t: int) -> None:
         h = self.run.history
+        self._last_rx = t
         if isinstance(ev, Message):
             p = _dict(ev.payload)
             if ev.event == "postgres_changes":
@@ -148,11 +173,60 @@ class Probe:
                                         metas[0] if isinstance(metas, list) and metas else {})
             elif ev.event == "system":
                 self.on_system(t, ev.topic, p.get("status"), p.get("message"), p.get("extension"))
+        elif isinstance(ev, Reply) and ev.kind == "join":
+            self._joining.discard(ev.topic)
+            h.append(JoinAttempt(probe=self.name, t=t, channel=ev.topic, outcome="ok" if ev.status == "ok" else "error",
+                                 detail=None if ev.status == "ok" else _text(ev.response.get("reason"))))
         elif isinstance(ev, Closed):
             h.append(ChannelClosed(probe=self.name, t=t, channel=ev.topic, reason=ev.reason))
 
     def _on_state(self, state: str, t: int) -> None:
         self.run.history.append(ConnState(probe=self.name, t=t, state=state))
+        if state == "open":
+            self._opened += 1
+            if self._opened > 1:  # a reconnect: the client rejoins every channel it had
+                self._joining = set(self.info.topics_joined())
+                self._ready = set()
+                if self._since is None:
+                    self._since = self._last_rx
+        elif state in ("closed", "heartbeat_timeout"):
+            for channel in sorted(self._joining):  # joins the socket took with it
+                self.run.history.append(JoinAttempt(probe=self.name, t=t, channel=channel, outcome="lost"))
+            self._joining = set()
+            if self._opened and self._since is None:
+                self._since = self._last_rx
+
+    def _refetch_soon(self) -> None:
+        since, self._since = self._since, None
+        if since is None or self._http is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.refetch(since))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def refetch(self, since_t: int) -> None:
+        """Read back, as the app does after it rejoined, each subscribed table's rows changed since ``since_t``
+        (run clock; less a margin, on the server's clock), with the app's own filters and token."""
+        assert self._http is not None
+        wall = self.run.clock.wall_origin + since_t - int(self.refetch_margin_s * 1e9) + self.server_offset_ns
+        iso = datetime.fromtimestamp(wall / 1e9, UTC).isoformat()
+        for s in self.info.subs:
+            params = {"select": "*", s.changed_at: f"gte.{iso}", "limit": "1000"}
+            if s.filter:
+                col, _, cond = s.filter.partition("=")
+                params[col] = cond
+            rows: tuple[dict[str, Any], ...] = ()
+            error = None
+            try:
+                r = await self._http.get(f"/rest/v1/{s.table}", params=params)
+                body = r.json()
+                if r.status_code == 200 and isinstance(body, list):
+                    rows = tuple(x for x in body if isinstance(x, dict))
+                else:
+                    error = f"HTTP {r.status_code}"
+            except (httpx.HTTPError, ValueError) as e:
+                error = f"{type(e).__name__}: {e}"[:200]
+            self.run.history.append(Refetch(probe=self.name, table=s.table, since_ns=wall, rows=rows, error=error))
 
     async def _join(self, name: str, config: dict[str, Any]) -> None:
         assert self.client is not None
@@ -162,8 +236,11 @@ class Probe:
 
     async def start(self, timeout: float = 15.0) -> None:
         url = f"{self.url}?apikey={self.run.target.anon_key}&vsn=1.0.0" if self.url else self.run.target.socket_url
+        self._http = httpx.AsyncClient(base_url=self.rest_url or self.run.target.url, timeout=10, headers={
+            "apikey": self.run.target.anon_key, "Authorization": f"Bearer {self.token}"})
+        policy = ReconnectPolicy(heartbeat_s=self.info.heartbeat_s, backoff_s=self.info.backoff_s)
         self.client = AsyncPhoenix(url, on_event=self._on_event, on_state=self._on_state,
-                                   now=self.run.clock.now, policy=ReconnectPolicy())
+                                   now=self.run.clock.now, policy=policy)
         await self.client.connect(timeout)
         for name, s in channels(self.info):
             pg: dict[str, Any] = {"event": s.event, "schema": "public", "table": s.table}
@@ -184,6 +261,11 @@ class Probe:
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10)
+        if self._http is not None:
+            await self._http.aclose()
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,9 +322,13 @@ class JsProbes:
             for name in others:
                 self.subscribed[(p.name, topic(name))] = asyncio.Event()
             config.append({"name": p.name, "token": p.token, "presence": p.info.presence, "topics": list(p.info.topics),
-                           "subs": [{"channel": name, "table": s.table, "filter": s.filter, "event": s.event}
-                                    for name, s in subs]})
-        cfg = {"url": self.run.target.url, "anonKey": self.run.target.anon_key, "probes": config}
+                           "url": p.rest_url or self.run.target.url, "heartbeatMs": int(p.info.heartbeat_s * 1000),
+                           "backoffMs": [int(b * 1000) for b in p.info.backoff_s],
+                           "subs": [{"channel": name, "table": s.table, "filter": s.filter, "event": s.event,
+                                     "changed_at": s.changed_at} for name, s in subs]})
+        offset = next((p.server_offset_ns for p in self.probes.values()), 0)
+        cfg = {"url": self.run.target.url, "anonKey": self.run.target.anon_key, "serverOffsetNs": offset,
+               "probes": config}
         self.proc.stdin.write((json.dumps(cfg) + "\n").encode())
         await self.proc.stdin.drain()
         self._reader = asyncio.get_running_loop().create_task(self._read(self.proc.stdout))
@@ -276,9 +362,22 @@ class JsProbes:
             record_presence(h, p.name, t, ch, str(o.get("kind")), o.get("key"), o.get("meta"))
         elif ev == "system":
             p.on_system(t, ch, o.get("status"), o.get("message"), o.get("extension"))
+        elif ev == "socket":
+            h.append(ConnState(probe=p.name, t=t, state=str(o.get("state"))))
+        elif ev == "refetch":
+            rows = o.get("rows")
+            h.append(Refetch(probe=p.name, t=t, table=str(o.get("table")), since_ns=int(o.get("since_ns") or 0),
+                             rows=tuple(r for r in rows if isinstance(r, dict)) if isinstance(rows, list) else (),
+                             error=_text(o.get("error"))))
         elif ev == "status":
             status = str(o.get("status"))
             h.append(ConnState(probe=p.name, t=t, channel=ch, state=status, error=_text(o.get("error"))))
+            outcome = {"SUBSCRIBED": "ok", "CHANNEL_ERROR": "error", "TIMED_OUT": "timeout"}.get(status)
+            if outcome == "error" and o.get("connected") is False:
+                outcome = None  # the channel errored because its socket went: no join was refused
+            if outcome is not None:
+                h.append(JoinAttempt(probe=p.name, t=t, channel=ch, outcome=outcome,  # type: ignore[arg-type]
+                                     detail=_text(o.get("error"))))
             if status in ("CHANNEL_ERROR", "TIMED_OUT"):
                 self.failures.append(f"{p.name} {ch}: {status} {o.get('error') or ''}".strip())
                 for e in [*p.live.values(), *(v for k, v in self.subscribed.items() if k[0] == p.name)]:

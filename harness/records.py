@@ -6,7 +6,8 @@ One class per kind of fact, each with a ``kind`` tag that names it in the JSON l
   ``Expectation`` of every event the write must cause and who is entitled to it;
 * what probes saw: ``Change`` (postgres_changes), ``Broadcast``, ``Presence``, and the state of their
   connections and channels (``ConnState``, ``System``, ``SubscriptionError``, ``ProbeLive``,
-  ``ChannelClosed``, ``ProbeError``);
+  ``ChannelClosed``, ``ProbeError``), every join attempt (``JoinAttempt``) and what an app read back after
+  it rejoined (``Refetch``);
 * what the nemesis did: ``Fault`` (``start`` and ``end`` of one fault, by ``fault_id``) and what it did
   to a client: ``Reconnection``;
 * facts about the run: ``RunStarted``, ``ClockFacts``, ``ProbeSet``, ``JsProbesStarted``,
@@ -40,6 +41,7 @@ __all__ = [
     "Expectation",
     "Fault",
     "Interrupted",
+    "JoinAttempt",
     "JsProbesStarted",
     "LoopError",
     "Note",
@@ -54,6 +56,7 @@ __all__ = [
     "Reconnection",
     "Record",
     "RecordError",
+    "Refetch",
     "RunError",
     "RunFinished",
     "RunStarted",
@@ -191,6 +194,32 @@ class SubscriptionError(Base):
 
 
 @_record
+class JoinAttempt(Base):
+    """One join of one channel and how it ended: ``ok`` (for a postgres_changes channel the server's
+    ``system`` ok follows separately), ``error`` (refused), ``timeout`` (no reply), ``lost`` (the socket went
+    away first). Rejoins after a reconnect are attempts too: connection reliability counts them."""
+
+    kind: Literal["join"] = "join"
+    probe: str
+    channel: str
+    outcome: Literal["ok", "error", "timeout", "lost"]
+    detail: str | None = None
+
+
+@_record
+class Refetch(Base):
+    """What an app reads over REST after it rejoined (Supabase Realtime replays nothing): the rows of one
+    subscribed table changed since it lost the connection, as the database holds them now."""
+
+    kind: Literal["refetch"] = "refetch"
+    probe: str
+    table: str
+    since_ns: int  # the server wall time the read asked from (ns since the epoch)
+    rows: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+
+
+@_record
 class ProbeLive(Base):
     kind: Literal["live"] = "live"
     probe: str
@@ -261,6 +290,7 @@ class SubInfo:
     table: str
     filter: str | None = None
     event: str = "*"
+    changed_at: str = "updated_at"  # the column a refetch after a reconnect reads "changed since" by
 
 
 @_record
@@ -273,6 +303,19 @@ class ProbeInfo:
     subs: tuple[SubInfo, ...] = ()
     presence: str | None = None
     topics: tuple[str, ...] = ()
+    via: str | None = None  # the fault proxy its socket goes through (None: direct)
+    heartbeat_s: float = 25.0  # its client policy (supabase-js's: heartbeat 25 s, backoff 1, 2, 5, 10 s)
+    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+
+    def pg_channels(self) -> tuple[tuple[str, SubInfo], ...]:
+        """Its postgres_changes channels, one per subscription: (name, subscription). The one place channel
+        names are made: both flavours join these (Node is told them)."""
+        return tuple((f"{self.name}:{s.table}:{i}", s) for i, s in enumerate(self.subs))
+
+    def topics_joined(self) -> tuple[str, ...]:
+        """Every topic it joins on the wire (``realtime:<name>``): postgres_changes channels, presence, broadcasts."""
+        names = [n for n, _ in self.pg_channels()] + ([self.presence] if self.presence else []) + list(self.topics)
+        return tuple(f"realtime:{n}" for n in names)
 
 
 @_record
@@ -386,7 +429,8 @@ class RunFinished(Base):
 
 Observation = Change | Broadcast | Presence
 Record = Union[  # noqa: UP007 (pydantic's discriminated union)
-    Op, Change, Broadcast, Presence, System, SubscriptionError, ProbeLive, ConnState, ChannelClosed, ProbeError,
+    Op, Change, Broadcast, Presence, System, SubscriptionError, JoinAttempt, Refetch, ProbeLive, ConnState,
+    ChannelClosed, ProbeError,
     Fault, Reconnection, RunStarted, ClockFacts, ProbeSet, JsProbesStarted, PreflightDone, Created, Stage, RunError,
     Interrupted, LoopError, Cleanup, Note, RunFinished,
 ]

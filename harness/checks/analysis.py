@@ -39,6 +39,7 @@ from harness.records import (
     ProbeInfo,
     ProbeSet,
     Record,
+    Refetch,
     RunError,
     RunFinished,
     RunStarted,
@@ -103,6 +104,8 @@ class Analysis:
     probes: dict[str, ProbeInfo]
     run: RunFacts
     observations: list[Observation] = field(default_factory=list)
+    refetches: dict[str, list[Refetch]] = field(default_factory=dict)  # probe -> what it read back after rejoining
+    records: list[Record] = field(default_factory=list)
     wall_origin: int | None = None
     offset_ns: int = 0
     error_ns: int = 0
@@ -184,6 +187,7 @@ def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = No
     deliveries: dict[tuple[str, str], Delivery] = {}
     probes: dict[str, ProbeInfo] = {}
     observations: list[Observation] = []
+    refetches: dict[str, list[Refetch]] = defaultdict(list)
     clock: ClockFacts | None = None
     for r in records:
         if isinstance(r, Op):
@@ -202,6 +206,8 @@ def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = No
                         deliveries[(e.eid, p)] = Delivery(e, p, r.process, t_write)
         elif isinstance(r, Change | Broadcast | Presence):
             observations.append(r)
+        elif isinstance(r, Refetch):
+            refetches[r.probe].append(r)
         elif isinstance(r, ClockFacts):
             clock = r
         elif isinstance(r, ProbeSet):
@@ -241,5 +247,5 @@ def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = No
             else:
                 d.seen.append(o)
     wall = clock.wall_origin if clock else (run.started.wall_origin if run.started else None)
-    return Analysis(deliveries, unexpected, foreign, probes, run, observations, wall_origin=wall,
+    return Analysis(deliveries, unexpected, foreign, probes, run, observations, dict(refetches), records, wall_origin=wall,
                     offset_ns=clock.offset_ns if clock else 0, error_ns=clock.error_ns if clock else 0)

@@ -1,0 +1,230 @@
+"""Faults and what they did to each client: reconnection in two regimes, reliability, connection-state truth.
+
+From the records alone (DESIGN.md, "Reconnection"):
+
+* ``spans``: each fault's start and end (``Fault`` records paired by ``fault_id``) and its **regime**:
+  ``reset`` (connections closed: the client notices at once; a realtime restart is one too) or
+  ``blackhole`` (nothing passes: only a heartbeat notices); other faults keep their own name.
+* ``recoveries``: for each fault and each probe it reached (the probe's socket goes through the faulted
+  proxy, or the fault is the stack's own), on the run's clock:
+  detection (fault start -> the client noticed: its socket closed or a heartbeat went unanswered), then from
+  the fault's **end** to (a) the socket open again, (b) every channel rejoined and live again (the server's
+  postgres_changes ``system`` ok; a join reply for the others), (c) the first live event, (d) the app's
+  view converged (its refetch over REST done). A probe whose connection survived (a black hole shorter
+  than its heartbeat) is marked ``disconnected=False``: it needed no reconnection.
+* ``reliability``: the share of join attempts that succeeded and stayed joined until a fault reached the
+  probe or the run ended.
+* ``state truth``: how long each probe's connection state said "live" while its network was down.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.records import (
+    Broadcast,
+    Change,
+    ChannelClosed,
+    ConnState,
+    Fault,
+    JoinAttempt,
+    Presence,
+    ProbeInfo,
+    Record,
+    Refetch,
+    RunFinished,
+    System,
+)
+
+__all__ = ["MILESTONES", "REGIMES", "FaultSpan", "Recovery", "Reliability", "recoveries", "reliability", "spans"]
+
+REGIMES = {"reset": "reset", "restart_realtime": "reset", "blackhole": "blackhole"}
+MILESTONES = ("socket", "rejoined", "first_event", "converged")
+LOST = ("closed", "heartbeat_timeout")  # socket states that mean the client saw its connection go
+
+
+@dataclass(frozen=True)
+class FaultSpan:
+    fault_id: str
+    name: str
+    target: str
+    start: int
+    end: int | None  # None: never ended (the run stopped during it)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def regime(self) -> str:
+        return REGIMES.get(self.name, self.name)
+
+    def reaches(self, probe: ProbeInfo) -> bool:
+        """A proxy's fault reaches the probes whose socket goes through it; the stack's own reach everyone."""
+        return self.target == probe.via or (self.target == "embedded" and self.name.startswith(("restart", "pause")))
+
+
+def spans(records: Iterable[Record]) -> list[FaultSpan]:
+    starts: dict[str, Fault] = {}
+    ends: dict[str, int] = {}
+    for r in records:
+        if isinstance(r, Fault):
+            if r.phase == "start":
+                starts.setdefault(r.fault_id, r)
+            else:
+                ends.setdefault(r.fault_id, r.t)
+    return sorted((FaultSpan(f.fault_id, f.name, f.target, f.t, ends.get(fid), dict(f.params))
+                   for fid, f in starts.items()), key=lambda s: s.start)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    probe: str
+    fault_id: str
+    regime: str
+    fault_start: int
+    fault_end: int
+    disconnected: bool
+    noticed_t: int | None = None
+    socket_t: int | None = None
+    rejoined_t: int | None = None
+    first_event_t: int | None = None
+    converged_t: int | None = None
+
+    @property
+    def detection_ms(self) -> float | None:
+        return None if self.noticed_t is None else (self.noticed_t - self.fault_start) / 1e6
+
+    def ms(self, milestone: str) -> float | None:
+        """Milliseconds from the fault's end to the milestone (0 for a connection that survived, for socket and
+        rejoined); None if it never came."""
+        if milestone not in MILESTONES:
+            raise ValueError(f"unknown milestone {milestone!r}")
+        if not self.disconnected and milestone in ("socket", "rejoined"):
+            return 0.0
+        t = getattr(self, f"{milestone}_t")
+        return None if t is None else max(0.0, (t - self.fault_end) / 1e6)
+
+
+@dataclass
+class _Timeline:
+    socket: list[tuple[int, str]] = field(default_factory=list)
+    ready: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # topic -> times it became ready
+    events: list[int] = field(default_factory=list)
+    refetches: list[int] = field(default_factory=list)
+
+
+def _timelines(records: Iterable[Record], probes: dict[str, ProbeInfo]) -> dict[str, _Timeline]:
+    out: dict[str, _Timeline] = defaultdict(_Timeline)
+    pg = {name: set(info.topics_joined()[: len(info.subs)]) for name, info in probes.items()}
+    for r in records:
+        if isinstance(r, ConnState) and r.channel is None:
+            out[r.probe].socket.append((r.t, r.state))
+        elif isinstance(r, System | JoinAttempt) and _ready(r, pg):
+            out[r.probe].ready[r.channel].append(r.t)
+        elif isinstance(r, Change | Broadcast | Presence):
+            out[r.probe].events.append(r.t)
+        elif isinstance(r, Refetch):
+            out[r.probe].refetches.append(r.t)
+    return out
+
+
+def _ready(r: System | JoinAttempt, pg: dict[str, set[str]]) -> bool:
+    """A channel became ready: postgres_changes went live (system ok), or another channel's join was ok."""
+    if isinstance(r, System):
+        return r.extension == "postgres_changes" and r.status == "ok"
+    return isinstance(r, JoinAttempt) and r.outcome == "ok" and r.channel not in pg.get(r.probe, set())
+
+
+def _first(ts: Iterable[int], after: int, before: int | None = None) -> int | None:
+    got = [t for t in ts if t >= after and (before is None or t < before)]
+    return min(got) if got else None
+
+
+def recoveries(records: list[Record], probes: dict[str, ProbeInfo]) -> list[Recovery]:
+    all_spans = spans(records)
+    end_of_run = max((r.t for r in records if isinstance(r, RunFinished)), default=None)
+    lines = _timelines(records, probes)
+    out: list[Recovery] = []
+    for name, info in sorted(probes.items()):
+        mine = [s for s in all_spans if s.reaches(info)]
+        tl = lines.get(name, _Timeline())
+        for i, f in enumerate(mine):
+            if f.end is None:
+                continue
+            horizon = mine[i + 1].start if i + 1 < len(mine) else end_of_run
+            noticed = _first((t for t, st in tl.socket if st in LOST), f.start, horizon)
+            socket_t = rejoined = None
+            if noticed is not None:
+                socket_t = _first((t for t, st in tl.socket if st == "open"), noticed, horizon)
+                if socket_t is not None:
+                    ready = [_first(tl.ready.get(topic, ()), socket_t, horizon) for topic in info.topics_joined()]
+                    rejoined = None if any(t is None for t in ready) else max(t for t in ready if t is not None)
+            first_event = _first(tl.events, max(f.end, rejoined or f.end), horizon)
+            converged = None
+            if rejoined is not None:
+                after = [t for t in tl.refetches if t >= rejoined and (horizon is None or t < horizon)]
+                converged = max(after) if after else None
+            out.append(Recovery(name, f.fault_id, f.regime, f.start, f.end, noticed is not None, noticed, socket_t,
+                                rejoined, first_event, converged))
+    return out
+
+
+@dataclass(frozen=True)
+class Reliability:
+    attempts: int
+    held: int  # succeeded and stayed joined until a fault reached the probe, or the run ended
+    failures: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def pct(self) -> float | None:
+        return None if not self.attempts else 100.0 * self.held / self.attempts
+
+
+def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliability:
+    """Join attempts (JoinAttempt) per probe and channel; one counts as held if it was ok, its channel then
+    went live (postgres_changes: system ok before anything else happened to it), and it was not dropped
+    (socket lost, channel closed) before a fault reached the probe or the run ended."""
+    all_spans = spans(records)
+    attempts = 0
+    held = 0
+    failures: list[dict[str, Any]] = []
+    by_probe: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        if isinstance(r, JoinAttempt | System | ChannelClosed | ConnState):
+            by_probe[r.probe].append(r)
+    for name, recs in by_probe.items():
+        info = probes.get(name)
+        fault_starts = sorted(s.start for s in all_spans if info is not None and s.reaches(info))
+        pg = set(info.topics_joined()[: len(info.subs)]) if info is not None else set()
+        for i, r in enumerate(recs):
+            if not isinstance(r, JoinAttempt):
+                continue
+            attempts += 1
+            ok = r.outcome == "ok"
+            why = None if ok else f"join {r.outcome}: {r.detail or ''}".strip()
+            live = r.channel not in pg
+            next_fault = next((t for t in fault_starts if t > r.t), None)
+            for later in recs[i + 1:]:
+                if not ok:
+                    break
+                if next_fault is not None and later.t >= next_fault:
+                    break
+                if isinstance(later, JoinAttempt) and later.channel == r.channel:
+                    break  # the next attempt on this channel: this one's life ended without a fault... see below
+                if isinstance(later, System) and later.channel == r.channel and later.extension == "postgres_changes":
+                    if later.status == "ok":
+                        live = True
+                    else:
+                        ok, why = False, f"postgres_changes refused: {later.message}"
+                elif isinstance(later, ChannelClosed) and later.channel in (r.channel, None):
+                    ok, why = False, f"channel closed: {later.reason}"
+                elif isinstance(later, ConnState) and later.channel is None and later.state in LOST:
+                    ok, why = False, f"socket {later.state} with no fault active"
+            if ok and not live:
+                ok, why = False, "joined, but postgres_changes never went live"
+            if ok:
+                held += 1
+            elif len(failures) < 20:
+                failures.append({"probe": name, "channel": r.channel, "t_ms": round(r.t / 1e6, 1), "why": why})
+    return Reliability(attempts, held, tuple(failures))
