@@ -28,18 +28,25 @@ from typing import Any, TypeGuard
 
 from harness.apps import EVENT_GROUPS
 from harness.checks import METRICS, STATISTICS, Analysis, Result, completeness, latency, ordering, run_checker
+from harness.checks.offline import check_offline
+from harness.checks.reconnection import MILESTONES, check_reconnection, check_reliability
 
 __all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Criterion", "Line", "Verdict",
            "load_criteria", "parse_criteria", "verdict"]
 
 DEFAULT_CRITERIA = Path(__file__).resolve().parent.parent / "fixtures" / "criteria.toml"
-KINDS = {"latency", "completeness", "leaks", "ordering"}
+KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync"}
+PHASE_OF_KIND = {"reconnection": "resilience", "reliability": "resilience", "offline_sync": "offline"}
+REGIME_NAMES = ("reset", "blackhole", "*")
 RESERVED = frozenset({"preflight", "run", "history", "writes", "cleanup"})  # the verdict's own run lines
 _KEYS = {
     "latency": {"title", "source", "kind", "events", "metric", "statistic", "max_ms"},
     "completeness": {"title", "source", "kind", "min_delivered_pct"},
     "leaks": {"title", "source", "kind", "max_unexpected"},
     "ordering": {"title", "source", "kind"},
+    "reconnection": {"title", "source", "kind", "regime", "milestone", "statistic", "max_ms"},
+    "reliability": {"title", "source", "kind", "min_pct"},
+    "offline_sync": {"title", "source", "kind"},
 }
 NOT_JUDGED = "not judged: the flows did not run"
 
@@ -60,6 +67,14 @@ class Criterion:
     max_ms: float = 0.0
     min_delivered_pct: float = 100.0
     max_unexpected: int = 0
+    regime: str = "*"  # reconnection: reset | blackhole | *
+    milestone: str = "rejoined"  # reconnection: socket | rejoined | first_event | converged
+    min_pct: float = 0.0  # reliability
+
+    @property
+    def phase(self) -> str:
+        """The phase of a run that produces this criterion's evidence (``RunPlan``)."""
+        return PHASE_OF_KIND.get(self.kind, "flows")
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,8 @@ class Verdict:
     target: dict[str, Any] = field(default_factory=dict)  # the public view of the target it ran against
     flavours: dict[str, Any] = field(default_factory=dict)  # write->deliver per probe flavour
     criteria_sha256: str = ""
+    skipped: tuple[str, ...] = ()  # criteria of phases the run's plan left out (e.g. --no-faults): not judged
+    seed: int | None = None  # the seed the run's random faults came from
 
     @property
     def label(self) -> str:
@@ -140,6 +157,20 @@ def parse_criteria(text: str, source: str = "criteria") -> CriteriaSet:
             raise CriteriaError(f"{where} needs a title")
         if not isinstance(spec.get("source", ""), str):
             raise CriteriaError(f"{where} source must be a string")
+        if kind == "reconnection":
+            if spec.get("regime", "*") not in REGIME_NAMES:
+                raise CriteriaError(f"{where} regime must be one of {list(REGIME_NAMES)}")
+            if spec.get("milestone", "rejoined") not in MILESTONES:
+                raise CriteriaError(f"{where} milestone must be one of {list(MILESTONES)}")
+            if spec.get("statistic") not in STATISTICS:
+                raise CriteriaError(f"{where} statistic must be one of {list(STATISTICS)}")
+            mx = spec.get("max_ms")
+            if not (_num(mx) and mx > 0):
+                raise CriteriaError(f"{where} max_ms must be a positive finite number")
+        if kind == "reliability":
+            mp = spec.get("min_pct")
+            if not (_num(mp) and 0 <= mp <= 100):
+                raise CriteriaError(f"{where} min_pct must be a number from 0 to 100")
         if kind == "latency":
             events = spec.get("events", "*")
             if not isinstance(events, str):
@@ -249,6 +280,13 @@ def _run_lines(a: Analysis, clean_hint: str) -> list[Line]:
 
 
 def _judge(a: Analysis, c: Criterion, base: Result) -> Result:
+    if c.kind == "reconnection":
+        return check_reconnection(a.recoveries(), c.regime, c.milestone, c.statistic, c.max_ms, name=c.id,
+                                  flavour_of={p: a.flavour(p) for p in a.probes})
+    if c.kind == "reliability":
+        return check_reliability(a.reliability(), c.min_pct, name=c.id)
+    if c.kind == "offline_sync":
+        return check_offline(a, name=c.id)
     if c.kind == "latency":
         return latency(a, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id)
     if c.kind == "ordering":
@@ -276,10 +314,15 @@ def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criteri
     lines = _run_lines(a, hint)
     deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*"}
     base = run_checker("completeness", completeness, a, deadlines)
+    plan = a.run.plan
+    skipped = tuple(c.id for c in crit if plan is not None and c.phase not in plan.phases)
     for c in crit:
+        if c.id in skipped:
+            continue
         if not a.run.flows_ran:
             lines.append(Line(c, Result(c.id, None, summary=NOT_JUDGED)))
         else:
             lines.append(Line(c, run_checker(c.id, _judge, a, c, base)))
     return Verdict(go=all(ln.result.valid is True for ln in lines), lines=tuple(lines), target=target,
-                   flavours=a.flavours(), criteria_sha256=criteria.sha256 if isinstance(criteria, CriteriaSet) else "")
+                   flavours=a.flavours(), criteria_sha256=criteria.sha256 if isinstance(criteria, CriteriaSet) else "",
+                   skipped=skipped, seed=plan.seed if plan else None)

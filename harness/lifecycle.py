@@ -36,7 +36,7 @@ from harness.flows import Scene
 from harness.judge import judge
 from harness.probes import ProbeFailure
 from harness.progress import Progress
-from harness.records import Cleanup, ClockFacts, Interrupted, LoopError, RunError, RunFinished, Stage
+from harness.records import Cleanup, ClockFacts, Interrupted, LoopError, RunError, RunFinished, RunPlan, Stage
 from harness.report import write_report
 from harness.run import Run
 from harness.signals import Interrupt, SignalGuard, signal_name
@@ -53,8 +53,11 @@ TARGET_FAILURES: tuple[type[BaseException], ...] = (APIError, AuthError, httpx.H
 class Lifecycle:
     def __init__(self, target: Target, criteria: CriteriaSet, report_root: Path, *,
                  config: dict[str, Any] | None = None, js: bool = True, declaration: Declaration = DECLARATION,
-                 quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.run = Run.create(target, report_root, {**(config or {}), "probes": "both" if js else "py"}, criteria)
+                 quiet: bool = False, stream: TextIO | None = None, phases: tuple[str, ...] = ("flows",),
+                 seed: int | None = None) -> None:
+        self.run = Run.create(target, report_root, {**(config or {}), "probes": "both" if js else "py",
+                                                    "phases": list(phases), "seed": seed}, criteria)
+        self.run.history.append(RunPlan(phases=phases, seed=seed))
         self.criteria = criteria
         self.js = js
         self.declaration = declaration

@@ -10,7 +10,7 @@ One class per kind of fact, each with a ``kind`` tag that names it in the JSON l
   it rejoined (``Refetch``);
 * what the nemesis did: ``Fault`` (``start`` and ``end`` of one fault, by ``fault_id``) and what it did
   to a client: ``Reconnection``;
-* facts about the run: ``RunStarted``, ``ClockFacts``, ``ProbeSet``, ``JsProbesStarted``,
+* facts about the run: ``RunStarted``, ``RunPlan``, ``ClockFacts``, ``ProbeSet``, ``JsProbesStarted``,
   ``PreflightDone``, ``Created``, ``Stage``, ``RunError``, ``Interrupted``, ``LoopError``, ``Cleanup``, ``Note``
   and, last, ``RunFinished`` (a history without it did not finish: the harness was killed).
 
@@ -59,6 +59,7 @@ __all__ = [
     "Refetch",
     "RunError",
     "RunFinished",
+    "RunPlan",
     "RunStarted",
     "Stage",
     "SubInfo",
@@ -354,6 +355,18 @@ class JsProbesStarted(Base):
 
 
 @_record
+class RunPlan(Base):
+    """What the run means to test: its phases (``flows``; ``resilience``: faults and reconnection; ``offline``:
+    the offline queue; ``churn``: reliability under random faults), and the seed random faults come from (so
+    the run can be replayed). Criteria of a phase the plan leaves out are not judged, and the verdict says so."""
+
+    kind: Literal["plan"] = "plan"
+    phases: tuple[str, ...]
+    seed: int | None = None
+    faults: tuple[str, ...] = ()  # the fault specifications the plan injects
+
+
+@_record
 class PreflightDone(Base):
     kind: Literal["preflight"] = "preflight"
     problems: tuple[str, ...] = ()
@@ -431,7 +444,8 @@ Observation = Change | Broadcast | Presence
 Record = Union[  # noqa: UP007 (pydantic's discriminated union)
     Op, Change, Broadcast, Presence, System, SubscriptionError, JoinAttempt, Refetch, ProbeLive, ConnState,
     ChannelClosed, ProbeError,
-    Fault, Reconnection, RunStarted, ClockFacts, ProbeSet, JsProbesStarted, PreflightDone, Created, Stage, RunError,
+    Fault, Reconnection, RunStarted, RunPlan, ClockFacts, ProbeSet, JsProbesStarted, PreflightDone, Created, Stage,
+    RunError,
     Interrupted, LoopError, Cleanup, Note, RunFinished,
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[Record, Field(discriminator="kind")])

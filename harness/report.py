@@ -37,11 +37,13 @@ def headline(v: Verdict) -> str:
     """The verdict's first line: the verdict and the target it ran against."""
     t = v.target
     where = f"{t.get('kind', '?')} {t.get('url', '')}".strip() if t else "unknown target"
-    return f"{v.label}  (target: {where})"
+    skipped = f"; not tested: {', '.join(v.skipped)}" if v.skipped else ""
+    return f"{v.label}  (target: {where}{skipped})"
 
 
 def results(v: Verdict, a: Analysis) -> dict[str, Any]:
-    return {"verdict": v.label, "target": v.target, "criteria_sha256": v.criteria_sha256,
+    return {"verdict": v.label, "target": v.target, "criteria_sha256": v.criteria_sha256, "skipped": list(v.skipped),
+            "seed": v.seed,
             "run_id": a.run.started.run_id if a.run.started else None,
             "criteria": [{"criterion": ln.criterion.id, "title": ln.criterion.title, "kind": ln.criterion.kind,
                           "valid": ln.result.valid, "value": ln.result.value, "summary": ln.result.summary,

@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.checks.reconnection import Recovery, Reliability, recoveries, reliability
 from harness.checks.stats import stat
 from harness.records import (
     Broadcast,
@@ -42,6 +43,7 @@ from harness.records import (
     Refetch,
     RunError,
     RunFinished,
+    RunPlan,
     RunStarted,
     Stage,
 )
@@ -75,6 +77,7 @@ class RunFacts:
     """What the history says about the run itself, for the verdict's run lines."""
 
     started: RunStarted | None = None
+    plan: RunPlan | None = None
     preflight: list[PreflightDone] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     errors: list[RunError] = field(default_factory=list)
@@ -110,6 +113,7 @@ class Analysis:
     offset_ns: int = 0
     error_ns: int = 0
     _samples: dict[tuple[str | None, str], list[float]] = field(default_factory=dict)
+    _recoveries: list[Recovery] | None = None
 
     def flavour(self, probe: str) -> str:
         info = self.probes.get(probe)
@@ -135,6 +139,15 @@ class Analysis:
                 out.append((receipt_wall - (first.commit_ns - self.offset_ns)) / 1e6)
         self._samples[key] = out
         return out
+
+    def recoveries(self) -> list[Recovery]:
+        """How each client came back from each fault that reached it (``reconnection.recoveries``), once."""
+        if self._recoveries is None:
+            self._recoveries = recoveries(self.records, self.probes)
+        return self._recoveries
+
+    def reliability(self) -> Reliability:
+        return reliability(self.records, self.probes)
 
     @property
     def error_ms(self) -> float:
@@ -214,6 +227,8 @@ def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = No
             probes.update({p.name: p for p in r.probes})
         elif isinstance(r, RunStarted):
             run.started = r
+        elif isinstance(r, RunPlan):
+            run.plan = r
         elif isinstance(r, PreflightDone):
             run.preflight.append(r)
         elif isinstance(r, Stage):

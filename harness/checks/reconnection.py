@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.checks.result import Result
+from harness.checks.stats import STATISTICS, stat
 from harness.records import (
     Broadcast,
     Change,
@@ -39,7 +41,8 @@ from harness.records import (
     System,
 )
 
-__all__ = ["MILESTONES", "REGIMES", "FaultSpan", "Recovery", "Reliability", "recoveries", "reliability", "spans"]
+__all__ = ["MILESTONES", "REGIMES", "FaultSpan", "Recovery", "Reliability", "check_reconnection", "check_reliability",
+           "recoveries", "reliability", "spans"]
 
 REGIMES = {"reset": "reset", "restart_realtime": "reset", "blackhole": "blackhole"}
 MILESTONES = ("socket", "rejoined", "first_event", "converged")
@@ -228,3 +231,60 @@ def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliabil
             elif len(failures) < 20:
                 failures.append({"probe": name, "channel": r.channel, "t_ms": round(r.t / 1e6, 1), "why": why})
     return Reliability(attempts, held, tuple(failures))
+
+
+def check_reconnection(recs: list[Recovery], regime: str, milestone: str, statistic: str, max_ms: float,
+                       name: str = "reconnection", flavour_of: dict[str, str] | None = None) -> Result:
+    """Time from each fault's end to ``milestone``, over every probe the faults of ``regime`` disconnected. A
+    probe that never got there fails the line; detection delay (fault start -> noticed) is reported beside."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}")
+    mine = [r for r in recs if regime in ("*", r.regime)]
+    if not mine:
+        return Result(name, None, summary=f"no {regime} fault reached a probe in this run")
+    cut = [r for r in mine if r.disconnected]
+    survived = len(mine) - len(cut)
+    never = [r for r in cut if r.ms(milestone) is None]
+    values = [v for r in cut if (v := r.ms(milestone)) is not None]
+    detect = [d for r in cut if (d := r.detection_ms) is not None]
+    flavours: dict[str, list[float]] = defaultdict(list)
+    for r in cut:
+        v = r.ms(milestone)
+        if v is not None:
+            flavours[(flavour_of or {}).get(r.probe, "ours")].append(v)
+    figures = {s: stat(values, s) for s in STATISTICS} if values else {}
+    def lateness(r: Recovery) -> float:
+        v = r.ms(milestone)
+        return float("inf") if v is None else v
+
+    worst = sorted(cut, key=lateness, reverse=True)[:5]
+    evidence = [{"probe": r.probe, "fault": r.fault_id, "regime": r.regime, f"{milestone}_ms": r.ms(milestone),
+                 "detection_ms": r.detection_ms, "socket_ms": r.ms("socket"), "rejoined_ms": r.ms("rejoined"),
+                 "first_event_ms": r.ms("first_event"), "converged_ms": r.ms("converged")} for r in worst]
+    details: dict[str, Any] = {"regime": regime, "milestone": milestone, "statistic": statistic, "max_ms": max_ms,
+                               "disconnected": len(cut), "survived": survived, "never": len(never),
+                               "figures": figures, "evidence": evidence,
+                               "detection_ms": {s: stat(detect, s) for s in ("p50", "max")} if detect else {},
+                               "per_flavour": {f: {s: stat(v, s) for s in ("p50", "max")} for f, v in flavours.items()}}
+    if not cut:
+        return Result(name, True, value=0.0, details=details,
+                      summary=f"no probe lost its connection in {survived} {regime} fault exposures (none to reconnect)")
+    value = float("inf") if never else figures[statistic]
+    det = f"; noticed after p50 {details['detection_ms']['p50'] / 1000:.1f} s" if detect else ""
+    summary = (f"{statistic} {value / 1000:.2f} s from the fault's end to {milestone} (limit {max_ms / 1000:g} s) over "
+               f"{len(cut)} reconnections" + (f", {len(never)} never {milestone}" if never else "") + det
+               + (f"; {survived} connections survived" if survived else ""))
+    return Result(name, not never and value <= max_ms, value=value, summary=summary, details=details)
+
+
+def check_reliability(rel: Reliability, min_pct: float, name: str = "connection_reliability") -> Result:
+    if not rel.attempts:
+        return Result(name, None, summary="no join attempts in the history")
+    pct = rel.pct or 0.0
+    needed = 1 if min_pct >= 100 else round(1 / (1 - min_pct / 100))
+    weak = "" if rel.attempts >= needed else (f"; weak evidence: one failure in fewer than {needed} attempts would "
+                                              f"already be below {min_pct:g} %")
+    return Result(name, pct >= min_pct, value=pct, details={"attempts": rel.attempts, "held": rel.held,
+                                                             "evidence": list(rel.failures)},
+                  summary=f"{pct:.3f} % of {rel.attempts} join attempts held (limit {min_pct:g} %), "
+                          f"{rel.attempts - rel.held} failed{weak}")
