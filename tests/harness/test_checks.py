@@ -10,7 +10,7 @@ import pytest
 
 from harness.checks import Result, analyze, combine, completeness, latency, ordering, percentile, run_checker
 from harness.criteria import CriteriaError, load_criteria, parse_criteria, verdict
-from harness.records import Cleanup, Interrupted, PreflightDone, Record, RunError
+from harness.records import Cleanup, Interrupted, PreflightDone, Record, RunError, RunPlan
 from tests.harness.histories import MS, WALL0, broadcast, clock, expectation, finished, probes, seen, started, write
 
 CRITERIA = load_criteria()
@@ -62,7 +62,7 @@ def test_unexpected_is_a_leak() -> None:
 
 def test_evidence_is_kept_per_class_so_a_leak_is_named_after_many_misses() -> None:
     # 25 unseen events and 1 leak: the leak must be in no_leaks' evidence (it was once crowded out)
-    h: list[Record] = [started()]
+    h: list[Record] = [started(), RunPlan(phases=("flows",))]
     for i in range(25):
         h += write(i * MS, "c1", i, f"o{i}", str(i), ["vendor"])
     h += [*write(30 * MS, "c2", 99, "leaky", "99", ["vendor"]), seen(31 * MS, "vendor", "99"),
@@ -176,7 +176,8 @@ def test_ordering() -> None:
 
 
 def good_history() -> list[Record]:
-    h: list[Record] = [started(), clock()]
+    """A healthy run of the flows phase (no faults: the resilience criteria are not judged)."""
+    h: list[Record] = [started(), RunPlan(phases=("flows",)), clock()]
     for i, (group, ps) in enumerate([("order_visible", ["vendor", "admin"]), ("status_update", ["customer"]),
                                      ("cart_sync", ["device-2"]), ("notification", ["vendor"]),
                                      ("realtime_message", ["admin"])]):
@@ -234,7 +235,8 @@ def test_interruption_errors_unreadable_lines_and_leftovers_are_named() -> None:
 
 
 def test_after_a_preflight_failure_the_cause_comes_first_and_criteria_are_not_judged() -> None:
-    h = [started(), PreflightDone(problems=("publication supabase_realtime lacks: orders",)), *finished()[1:]]
+    h = [started(), RunPlan(phases=("flows",)), PreflightDone(problems=("publication supabase_realtime lacks: orders",)),
+         *finished()[1:]]
     v = verdict(analyze(h), CRITERIA)
     assert not v.go and v.lines[0].criterion.id == "preflight" and "lacks: orders" in v.lines[0].result.summary
     assert not v.judged and all(ln.result.summary.startswith("not judged") for ln in v.lines[1:])
