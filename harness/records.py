@@ -3,7 +3,9 @@
 One class per kind of fact, each with a ``kind`` tag that names it in the JSON line:
 
 * what drivers did: ``Op`` (``invoke`` -> ``ok`` | ``fail`` | ``info``), carrying on ``ok`` the
-  ``Expectation`` of every event the write must cause and who is entitled to it;
+  ``Expectation`` of every event the write must cause and who is entitled to it; the offline queue's
+  ``Queued`` writes, the ``Conflict`` found when it flushed, and what the database held afterwards
+  (``QueueVerified``);
 * what probes saw: ``Change`` (postgres_changes), ``Broadcast``, ``Presence``, and the state of their
   connections and channels (``ConnState``, ``System``, ``SubscriptionError``, ``ProbeLive``,
   ``ChannelClosed``, ``ProbeError``), every join attempt (``JoinAttempt``) and what an app read back after
@@ -36,6 +38,7 @@ __all__ = [
     "ChannelClosed",
     "Cleanup",
     "ClockFacts",
+    "Conflict",
     "ConnState",
     "Created",
     "Expectation",
@@ -53,6 +56,8 @@ __all__ = [
     "ProbeInfo",
     "ProbeLive",
     "ProbeSet",
+    "QueueVerified",
+    "Queued",
     "Reconnection",
     "Record",
     "RecordError",
@@ -255,6 +260,44 @@ class ProbeError(Base):
     message: str
 
 
+@_record
+class Queued(Base):
+    """A write an app could not send (it was offline) and queued locally, to send when the connection returns.
+    ``key`` is its idempotency key: the row's own id for an insert, the row's natural key otherwise."""
+
+    kind: Literal["queued"] = "queued"
+    process: str
+    key: str
+    f: str
+    table: str
+
+
+@_record
+class Conflict(Base):
+    """A queued write whose row changed on the server since the app last saw it (another device wrote it):
+    detected when the queue flushed, resolved as 001 §8 says (last write wins)."""
+
+    kind: Literal["conflict"] = "conflict"
+    process: str
+    key: str
+    table: str
+    base: str | None  # the row's updated_at the app had when it queued the write
+    server: str | None  # the row's updated_at on the server when the queue flushed
+    resolution: str = "last-write-wins"
+
+
+@_record
+class QueueVerified(Base):
+    """After the flush, what the database holds for one queued write (asked as the service role): how many rows
+    carry its key (1: applied once; 0: lost; 2 or more: applied twice), and the row's final state."""
+
+    kind: Literal["queue_verified"] = "queue_verified"
+    key: str
+    table: str
+    count: int
+    state: dict[str, Any] = field(default_factory=dict)
+
+
 # -- what the nemesis did ------------------------------------------------------------------------
 
 @_record
@@ -442,8 +485,8 @@ class RunFinished(Base):
 
 Observation = Change | Broadcast | Presence
 Record = Union[  # noqa: UP007 (pydantic's discriminated union)
-    Op, Change, Broadcast, Presence, System, SubscriptionError, JoinAttempt, Refetch, ProbeLive, ConnState,
-    ChannelClosed, ProbeError,
+    Op, Queued, Conflict, QueueVerified, Change, Broadcast, Presence, System, SubscriptionError, JoinAttempt, Refetch,
+    ProbeLive, ConnState, ChannelClosed, ProbeError,
     Fault, Reconnection, RunStarted, RunPlan, ClockFacts, ProbeSet, JsProbesStarted, PreflightDone, Created, Stage,
     RunError,
     Interrupted, LoopError, Cleanup, Note, RunFinished,

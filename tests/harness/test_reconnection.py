@@ -160,3 +160,37 @@ def test_the_plan_decides_which_criteria_are_judged() -> None:
     v = verdict(analyze([RunPlan(phases=("flows",)), *body]), CRIT)  # --no-faults: not judged, and said so
     assert v.go and v.skipped == ("reconnect_reset", "connection_reliability")
     assert {ln.criterion.id for ln in v.lines} == {"delivery", "cleanup"}
+
+
+def test_offline_sync_applied_once_lost_twice_and_diverged() -> None:
+    from harness.checks.offline import check_offline
+    from harness.records import Conflict, Op, Queued, QueueVerified
+    from tests.harness.histories import expectation
+
+    exp = expectation("e-cart", "c9", ["phone", "tablet"], "cart_sync", "cart_items", "UPDATE", quantity="3")
+    flush = [Op(t=10 * S, process="phone", type="invoke", f="flush:add_to_cart", op_id=5, args={"idem_key": "k1"}),
+             Op(t=10 * S + MS, process="phone", type="ok", f="flush:add_to_cart", op_id=5, args={"idem_key": "k1"},
+                expect=(exp,))]
+    base: list[Record] = [started(), Queued(t=S, process="phone", key="k1", f="add_to_cart", table="cart_items"),
+                          *flush, seen(10 * S + 20 * MS, "tablet", "c9", "cart_items", "UPDATE", quantity=3)]
+    state = {"id": "c9", "quantity": 3, "updated_at": "x"}
+    conflict = Conflict(process="phone", key="k1", table="cart_items", base="a", server="b")
+    phone_refetch = Refetch(t=12 * S, probe="phone", table="cart_items", since_ns=0, rows=({"id": "c9", "quantity": 3},))
+    good = [*base, conflict, phone_refetch, QueueVerified(key="k1", table="cart_items", count=1, state=state)]
+    r = check_offline(analyze(good))
+    assert r.valid is True and "1 applied once" in r.summary and "every view ended" in r.summary
+    twice = [*base, phone_refetch, QueueVerified(key="k1", table="cart_items", count=2, state=state)]
+    r = check_offline(analyze(twice))
+    assert r.valid is False and r.details["duplicated"] == ["k1"] and "1 applied twice" in r.summary
+    lost = [*base, phone_refetch, QueueVerified(key="k1", table="cart_items", count=0, state={})]
+    assert check_offline(analyze(lost)).details["lost"] == ["k1"]
+    stale = Refetch(t=12 * S, probe="phone", table="cart_items", since_ns=0, rows=({"id": "c9", "quantity": 9},))
+    r = check_offline(analyze([*base, conflict, stale, QueueVerified(key="k1", table="cart_items", count=1,
+                                                                      state=state)]))
+    assert r.valid is False and {"class": "diverged", "key": "k1", "probe": "phone", "differs": {"quantity": ("9", "3")}} \
+        in r.details["evidence"]  # the phone ended at another state than the database's
+    no_phone = [*base, QueueVerified(key="k1", table="cart_items", count=1, state=state)]
+    r = check_offline(analyze(no_phone))  # the phone never saw the flushed row, live or by refetch
+    assert r.valid is False and r.details["evidence"][0] == {"class": "unseen", "key": "k1", "probe": "phone",
+                                                             "eid": "e-cart"}
+    assert check_offline(analyze([started()])).valid is None
