@@ -19,12 +19,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from harness.checks import LABELS, Analysis
+from harness.checks import LABELS, Analysis, percentile
+from harness.checks.reconnection import MILESTONES, FaultSpan, spans
 from harness.criteria import NOT_JUDGED, Verdict
 
 __all__ = ["VERDICT_FILES", "headline", "results", "write_report"]
 
-VERDICT_FILES = ("results.json", "verdict.md", "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png")
+VERDICT_FILES = ("results.json", "verdict.md", "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png",
+                 "charts/latency_over_time.png")
 
 
 def _fmt(v: Any) -> str:
@@ -49,6 +51,12 @@ def results(v: Verdict, a: Analysis) -> dict[str, Any]:
                           "valid": ln.result.valid, "value": ln.result.value, "summary": ln.result.summary,
                           "details": ln.result.details} for ln in v.lines],
             "probe_flavours": v.flavours,
+            "faults": [{"fault_id": f.fault_id, "name": f.name, "regime": f.regime, "target": f.target,
+                        "start_ms": f.start / 1e6, "end_ms": None if f.end is None else f.end / 1e6, "params": f.params}
+                       for f in spans(a.records)],
+            "reconnections": [{"probe": r.probe, "fault": r.fault_id, "regime": r.regime, "disconnected": r.disconnected,
+                               "detection_ms": r.detection_ms, **{f"{m}_ms": r.ms(m) for m in MILESTONES}}
+                              for r in a.recoveries()],
             "history": {"unreadable": [{"line": n, "reason": r} for n, r in a.run.unreadable],
                         "torn_tail": a.run.torn_tail, "finished": a.run.finished is not None}}
 
@@ -99,8 +107,81 @@ def write_report(out: Path, a: Analysis, v: Verdict) -> None:
     _charts(out / "charts", a, v)
 
 
+def _shade(ax: Any, faults: list[FaultSpan], until: float) -> None:
+    """Fault intervals as shaded bands (an instant fault as a line), labelled once per fault name."""
+    seen: set[str] = set()
+    for f in faults:
+        start = f.start / 1e9
+        end = (f.end if f.end is not None else until * 1e9) / 1e9
+        label = None if f.name in seen else f.name
+        seen.add(f.name)
+        if end - start < 0.05:
+            ax.axvline(start, color="tab:red", linewidth=1.2, alpha=0.7, label=label)
+        else:
+            ax.axvspan(start, end, color="tab:red", alpha=0.12, label=label)
+
+
+def _over_time(out: Path, a: Analysis) -> None:
+    """write->deliver of every delivery against the time of its write, with p50 / p99 per second, faults shaded."""
+    pts = sorted((d.t_write / 1e9, (d.seen[0].t - d.t_write) / 1e6) for d in a.deliveries.values() if d.seen)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    faults = spans(a.records)
+    until = max([t for t, _ in pts] + [(f.end or f.start) / 1e9 for f in faults] + [1.0])
+    _shade(ax, faults, until)
+    if pts:
+        ax.scatter([t for t, _ in pts], [ms for _, ms in pts], s=4, alpha=0.35, color="tab:blue", label="deliveries")
+        width = max(0.05, (pts[-1][0] - pts[0][0]) / 40)  # about 40 bins over the run, whatever its length
+        bins: dict[int, list[float]] = {}
+        for t, ms in pts:
+            bins.setdefault(int(t / width), []).append(ms)
+        xs = sorted(bins)
+        for q, style in ((50, "-"), (99, "--")):
+            ax.plot([(x + 0.5) * width for x in xs], [percentile(bins[x], q) for x in xs], style, color="black",
+                    linewidth=1, marker="." if len(xs) < 3 else None, label=f"p{q} per {width:.2g} s")
+        ax.set_yscale("log")
+    ax.set_xlabel("time of the write (s since the run started)")
+    ax.set_ylabel("write->deliver (ms)")
+    ax.set_title("Latency over time (shaded: faults)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "latency_over_time.png", dpi=110)
+    plt.close(fig)
+
+
+def _reconnection(out: Path, a: Analysis) -> None:
+    """One row per probe: the faults that reached it, and when it noticed, reconnected, rejoined, got its first
+    event and converged."""
+    recs = a.recoveries()
+    if not recs:
+        return
+    probes = sorted({r.probe for r in recs})
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * len(probes)))
+    faults = spans(a.records)
+    _shade(ax, faults, max((f.end or f.start) for f in faults) / 1e9 + 1)
+    marks = (("noticed_t", "x", "tab:orange"), ("socket_t", "o", "tab:blue"), ("rejoined_t", "|", "tab:green"),
+             ("first_event_t", "^", "tab:purple"), ("converged_t", "s", "black"))
+    for i, p in enumerate(probes):
+        for r in (r for r in recs if r.probe == p):
+            for attr, marker, color in marks:
+                t = getattr(r, attr)
+                if t is not None:
+                    ax.scatter([t / 1e9], [i], marker=marker, color=color, s=28,
+                               label=attr.removesuffix("_t") if i == 0 else None)
+    ax.set_yticks(range(len(probes)), probes, fontsize=7)
+    ax.set_xlabel("time (s since the run started)")
+    ax.set_title("Reconnection timeline per probe (shaded: faults)")
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=False))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", ncol=3)
+    fig.tight_layout()
+    fig.savefig(out / "reconnection.png", dpi=110)
+    plt.close(fig)
+
+
 def _charts(out: Path, a: Analysis, v: Verdict) -> None:
     out.mkdir(exist_ok=True)
+    _over_time(out, a)
+    _reconnection(out, a)
     fig, ax = plt.subplots(figsize=(7, 4))
     drawn = False
     for ln in v.lines:

@@ -57,7 +57,7 @@ def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedSt
     v, run_dir = gate(fresh, tmp_path)
     assert v.go, failing(v)
     for name in ("history.jsonl", "config.json", "environment.json", "criteria.toml", "results.json", "verdict.md",
-                 "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png"):
+                 "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png", "charts/latency_over_time.png"):
         assert (run_dir / name).is_file(), name
     assert v.line("cleanup").result.valid is True  # verified by the run's tag: nothing of it left
     assert json.loads((run_dir / "results.json").read_text())["verdict"] == "GO"
