@@ -138,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--quiet", action="store_true", help="no progress display")
     gate.add_argument("--probes", choices=("both", "py"), default="both",
                       help="both: our Phoenix probes and supabase-js twins under Node; py: ours only")
+    gate.add_argument("--no-faults", action="store_true",
+                      help="skip the resilience phase (reset, black hole, churn): the verdict lists what it did not test")
+    gate.add_argument("--blackhole-s", type=float,
+                      help="how long the black hole lasts (default: two heartbeats of the client policy + 3 s = 53 s)")
+    gate.add_argument("--churn", type=int, default=100, help="light probes reset at random moments for connection "
+                                                           "reliability (0-2000; 0: none)")
+    gate.add_argument("--seed", type=int, help="the seed of the random fault moments (default: a fresh one, printed "
+                                               "and stored, so a run can be replayed)")
 
     analyze = sub.add_parser("analyze", help="judge a stored run again, into a directory of its own",
                              description="Judge a stored run directory again (by default with the criteria the run "
@@ -241,8 +249,15 @@ def _gate(args: argparse.Namespace) -> int:
         raise UsageError(f"--report-dir {args.report_dir}: exists and is not a directory")
     if args.probes == "both" and (why := JsProbes.unavailable()):
         raise UsageError(f"{why}; or pass --probes py")
+    if args.blackhole_s is not None and not 1 <= args.blackhole_s <= 600:
+        raise UsageError(f"--blackhole-s {args.blackhole_s:g}: must be from 1 to 600 seconds")
+    if not 0 <= args.churn <= 2000:
+        raise UsageError(f"--churn {args.churn}: must be from 0 to 2000 probes")
+    if args.seed is not None and not 0 <= args.seed < 1 << 63:
+        raise UsageError(f"--seed {args.seed}: must be a non-negative integer below 2**63")
     kw = {"rounds": args.rounds, "settle_s": args.settle, "skip_preflight": args.skip_preflight, "quiet": args.quiet,
-          "js": args.probes == "both", "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
+          "js": args.probes == "both", "faults": not args.no_faults, "seed": args.seed, "blackhole_s": args.blackhole_s,
+          "churn_probes": args.churn, "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
     try:
         if target is None:
             return _gate_embedded(criteria, args.report_dir, kw)

@@ -30,7 +30,8 @@ from harness.apps import (
     ProbeSpec,
     Viewer,
 )
-from harness.phoenix import AsyncPhoenix
+from harness.network import DeviceNetwork
+from harness.phoenix import SUPABASE_JS_POLICY, AsyncPhoenix, ReconnectPolicy
 from harness.probes import JsProbes, Probe, quiet_heap, topic
 from harness.records import Expectation, ProbeInfo, ProbeSet, SubInfo
 from harness.run import Run
@@ -46,6 +47,9 @@ class Scene:
     world: World
     declaration: Declaration = DECLARATION
     js: bool = True  # also probe through supabase-js under Node
+    network: DeviceNetwork | None = None  # each device's fault proxy, when the run injects network faults
+    policy: ReconnectPolicy = SUPABASE_JS_POLICY  # the client policy both flavours follow
+    server_offset_ns: int = 0
     probes: dict[str, Probe] = field(default_factory=dict)
     actors: dict[str, Actor] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +72,8 @@ class Scene:
         twin = flavour == "supabase-js"
         return ProbeInfo(name=f"{spec.name}@js" if twin else spec.name, app=app.name, user=spec.user, flavour=flavour,
                          original=spec.name if twin else None, presence=app.presence, topics=app.topics,
+                         via=self.network.name(spec.name) if self.network else None,
+                         heartbeat_s=self.policy.heartbeat_s, backoff_s=self.policy.backoff_s,
                          subs=tuple(SubInfo(table=s.table, filter=s.filter_for(v), event=s.event,
                                             changed_at=CHANGED_AT.get(s.table, "updated_at"))
                                     for s in self.declaration.subs(spec)))
@@ -79,18 +85,31 @@ class Scene:
                 a = w.actor(spec.user, spec.name)
                 await a.sign_in()
                 self.actors[spec.name] = a
+        if self.network is not None:
+            for spec in self.declaration.probes:
+                await self.network.add(spec.name)
         infos = [self._info(spec, "ours") for spec in self.declaration.probes]
-        self.probes = {i.name: Probe(self.run, i, self.actors[i.name].token) for i in infos}
+        self.probes = {i.name: self._probe(i, i.name) for i in infos}
         twins: list[ProbeInfo] = []
         if self.js:  # each app probe again through supabase-js (snoops stay ours: RLS is the server's job)
             twins = [self._info(spec, "supabase-js") for spec in self.declaration.probes if spec.twin]
             self.twins = {str(t.original): t.name for t in twins}
-            self.js_probes = JsProbes(self.run, [Probe(self.run, t, self.actors[str(t.original)].token) for t in twins])
+            self.js_probes = JsProbes(self.run, [self._probe(t, str(t.original)) for t in twins])
         # entitlement before anything is delivered: who runs which app, with which subscriptions
         self.run.history.append(ProbeSet(probes=(*infos, *twins)))
         await asyncio.gather(*(p.start() for p in self.probes.values()),
                              *([self.js_probes.start()] if self.js_probes else []))
         quiet_heap()
+
+    def _probe(self, info: ProbeInfo, device: str) -> Probe:
+        """A probe on its device: signed in as the device's actor, through the device's network."""
+        net = self.network
+        return Probe(self.run, info, self.actors[device].token, server_offset_ns=self.server_offset_ns,
+                     url=net.url(device, self.run.target.realtime_url) if net else None,
+                     rest_url=net.url(device) if net else None)
+
+    def all_probes(self) -> list[Probe]:
+        return [*self.probes.values(), *(self.js_probes.probes.values() if self.js_probes else ())]
 
     @property
     def probe_names(self) -> list[str]:
@@ -189,7 +208,8 @@ async def cart_sync(s: Scene, round_: int) -> None:
     def expect(data: Any) -> list[Expectation]:
         row = data[0]
         typ: Literal["INSERT", "UPDATE"] = "INSERT" if row["created_at"] == row["updated_at"] else "UPDATE"
-        return [s.change("cart_items", typ, {"id": row["id"], "quantity": row["quantity"]}, row, "cart_sync")]
+        return [s.change("cart_items", typ, {"id": row["id"], "quantity": row["quantity"],
+                                             "updated_at": row["updated_at"]}, row, "cart_sync")]
 
     await a.op("add_to_cart", add, expect)
 
@@ -268,13 +288,15 @@ async def profile_updates(s: Scene, round_: int) -> None:
     # RLS: a vendor sees the profiles of customers who ordered from them
     ordered_from = sorted({str(o["vendor_id"]) for o in s.orders})
     await c.op("update_profile", lambda cl: cl.table("profiles").update({"full_name": name}).eq("id", c.uid).execute(),
-               lambda _: [s.change("profiles", "UPDATE", {"id": c.uid, "full_name": name},
+               lambda d: [s.change("profiles", "UPDATE", {"id": c.uid, "full_name": name,
+                                                           "updated_at": d[0]["updated_at"]},
                                    {"id": c.uid, "ordered_from": ordered_from}, "realtime")])
     v = s.actors["vendor-1/portal"]
     vid = s.world.vendors["vendor-1"]
     about = f"Baked every morning ({s.run.run_id} r{round_})"
     await v.op("update_shop", lambda cl: cl.table("vendors").update({"description": about}).eq("id", vid).execute(),
-               lambda d: [s.change("vendors", "UPDATE", {"id": vid, "description": about}, d[0], "realtime")])
+               lambda d: [s.change("vendors", "UPDATE", {"id": vid, "description": about,
+                                                          "updated_at": d[0]["updated_at"]}, d[0], "realtime")])
 
 
 async def presence_online(s: Scene, round_: int) -> None:

@@ -11,6 +11,7 @@ flow ``rounds`` times, waits the settle window, cleans up its own rows and judge
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from harness.apps import DECLARATION, Declaration
 from harness.criteria import CriteriaSet, Verdict
 from harness.flows import FLOWS
 from harness.lifecycle import Flow, Lifecycle
+from harness.network import DeviceNetwork, NetworkError
+from harness.phoenix import SUPABASE_JS_POLICY, ReconnectPolicy
 from harness.records import PreflightDone
 from harness.targets import Target, redact
 
@@ -127,17 +130,32 @@ def preflight(target: Target) -> Preflight:
     return out
 
 
+def _no_network_faults(target: Target) -> str | None:
+    """Why network faults cannot run against this target, or None."""
+    try:
+        DeviceNetwork(target, None)  # type: ignore[arg-type]
+    except NetworkError as e:
+        return str(e).split(": run with", 1)[0]
+    return None
+
+
 def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: int = 3, settle_s: float = 3.0,
              skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None,
-             js: bool = True, flows: Sequence[Flow] | None = None, declaration: Declaration = DECLARATION) -> GateResult:
+             js: bool = True, flows: Sequence[Flow] | None = None, declaration: Declaration = DECLARATION,
+             faults: bool = True, seed: int | None = None, blackhole_s: float | None = None,
+             churn_probes: int = 100, policy: ReconnectPolicy = SUPABASE_JS_POLICY) -> GateResult:
     """The whole gate against one target. Raises ``TargetRefused`` / ``TargetUnreachable`` (after recording
     them) for a target that cannot be used, ``Interrupt`` for a signal, and any error of the harness itself;
     the run directory is complete in every case."""
-    lc = Lifecycle(target, criteria, report_root, js=js, declaration=declaration, quiet=quiet,
-                   config={"rounds": rounds, "settle_s": settle_s, **(config or {})})
+    why_not = _no_network_faults(target) if faults else "--no-faults"
+    phases = ("flows",) if why_not else ("flows", "resilience")
+    seed = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
+    lc = Lifecycle(target, criteria, report_root, js=js, declaration=declaration, quiet=quiet, phases=phases,
+                   seed=seed, policy=policy, config={"rounds": rounds, "settle_s": settle_s, **(config or {})})
     h = lc.run.history
     with lc:
-        lc.show.say(f"run {lc.run.run_id} -> {lc.run.dir}")
+        lc.show.say(f"run {lc.run.run_id} -> {lc.run.dir}"
+                    + (f"; faults: reset and black hole, seed {seed}" if not why_not else f"; no faults ({why_not})"))
         if skip_preflight:
             h.append(PreflightDone(skipped=True))
             lc.show.say("preflight skipped")
@@ -157,6 +175,6 @@ def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: i
                             + (f"; not checked: {'; '.join(pf.unchecked)}; the flows still show what they break"
                                " as missed events" if pf.unchecked else ""))
         if skip_preflight or not pf.problems:
-            lc.drive(lambda: lc.main(FLOWS if flows is None else flows, rounds, settle_s))
+            lc.drive(lambda: lc.main(FLOWS if flows is None else flows, rounds, settle_s, blackhole_s, churn_probes))
     assert lc.verdict is not None
     return GateResult(lc.verdict, lc.run.dir)

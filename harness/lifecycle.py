@@ -34,6 +34,8 @@ from harness.clock import Offset
 from harness.criteria import CriteriaSet, Verdict
 from harness.flows import Scene
 from harness.judge import judge
+from harness.network import DeviceNetwork
+from harness.phoenix import SUPABASE_JS_POLICY, ReconnectPolicy
 from harness.probes import ProbeFailure
 from harness.progress import Progress
 from harness.records import Cleanup, ClockFacts, Interrupted, LoopError, RunError, RunFinished, RunPlan, Stage
@@ -54,7 +56,7 @@ class Lifecycle:
     def __init__(self, target: Target, criteria: CriteriaSet, report_root: Path, *,
                  config: dict[str, Any] | None = None, js: bool = True, declaration: Declaration = DECLARATION,
                  quiet: bool = False, stream: TextIO | None = None, phases: tuple[str, ...] = ("flows",),
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, policy: ReconnectPolicy = SUPABASE_JS_POLICY) -> None:
         self.run = Run.create(target, report_root, {**(config or {}), "probes": "both" if js else "py",
                                                     "phases": list(phases), "seed": seed}, criteria)
         self.run.history.append(RunPlan(phases=phases, seed=seed))
@@ -64,7 +66,13 @@ class Lifecycle:
         self.show = Progress(self.run.history, quiet=quiet, stream=stream)
         self.world = World.for_run(self.run)
         self.scene: Scene | None = None
+        self.phases = phases
+        self.seed = seed
+        self.policy = policy
+        # each device's fault proxy, when the plan injects network faults (resilience, offline)
+        self.network = DeviceNetwork(target, self.run.history) if {"resilience", "offline"} & set(phases) else None
         self.guard = SignalGuard()
+        self._round = 0  # rounds of flows run so far: each round's writes differ from every other's
         self.verdict: Verdict | None = None
         self.internal: BaseException | None = None  # an error of the harness itself, re-raised by end()
         self._build: asyncio.Future[None] | None = None
@@ -87,9 +95,10 @@ class Lifecycle:
         await asyncio.shield(self._build)
         self.show.say(f"world built: {len(self.world.users)} users, {len(self.world.vendors)} shops "
                       f"(run {self.run.run_id})")
-        await asyncio.to_thread(self.place_clock)
+        off = await asyncio.to_thread(self.place_clock)
         self.stage("starting probes")
-        self.scene = Scene(self.run, self.world, self.declaration, js=self.js)
+        self.scene = Scene(self.run, self.world, self.declaration, js=self.js, network=self.network,
+                           policy=self.policy, server_offset_ns=off.offset_ns)
         await self.scene.start()
         twins = f" + {len(self.scene.js_probes.probes)} supabase-js twins" if self.scene.js_probes else ""
         self.show.say(f"{len(self.scene.probes)} probes{twins} live")
@@ -107,13 +116,15 @@ class Lifecycle:
             self.show.say(f"server clock offset {off.offset_ns / 1e6:+.1f} ms +/- {off.error_ns / 1e6:.1f} ms")
         return off
 
-    async def flows(self, flows: Sequence[Flow], rounds: int) -> None:
+    async def flows(self, flows: Sequence[Flow], rounds: int, label: str = "") -> None:
         assert self.scene is not None
         for r in range(rounds):
+            round_ = self._round
+            self._round += 1
             for flow in flows:
-                self.stage(f"round {r + 1}/{rounds}: {getattr(flow, '__name__', 'flow')}")
-                await flow(self.scene, r)
-            self.show.say(f"round {r + 1}/{rounds} done")
+                self.stage(f"{label}round {r + 1}/{rounds}: {getattr(flow, '__name__', 'flow')}")
+                await flow(self.scene, round_)
+            self.show.say(f"{label}round {r + 1}/{rounds} done")
 
     async def settle(self, seconds: float) -> None:
         """The settle window: what has not arrived by its end is unseen."""
@@ -127,17 +138,27 @@ class Lifecycle:
             if self.scene is not None:
                 self.stage("stopping probes")
                 await self.scene.stop()
+            if self.network is not None:
+                await self.network.stop()
             if self._build is not None and not self._build.done():
                 with contextlib.suppress(BaseException):
                     await self._build
             await asyncio.to_thread(self.cleanup)
             await self.show.stop()
 
-    async def main(self, flows: Sequence[Flow], rounds: int, settle_s: float) -> None:
-        """The gate's run: open, every flow ``rounds`` times, settle, close (close also after a failure)."""
+    async def main(self, flows: Sequence[Flow], rounds: int, settle_s: float, blackhole_s: float | None = None,
+                   churn_probes: int = 100) -> None:
+        """The gate's run: open, every flow ``rounds`` times, the fault phases of the plan, settle, close (close
+        also after a failure)."""
+        from harness.resilience import churn, resilience
+
         try:
             await self.open()
             await self.flows(flows, rounds)
+            if "resilience" in self.phases:
+                await resilience(self, blackhole_s, settle_s)
+                if churn_probes:
+                    await churn(self, churn_probes, settle_s=settle_s)
             await self.settle(settle_s)
         finally:
             await self.close()

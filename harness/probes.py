@@ -133,6 +133,14 @@ class Probe:
     _ready: set[str] = field(default_factory=set)
     _http: httpx.AsyncClient | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    dropped_t: int | None = None  # when its socket last went (run clock)
+    refetched_t: int | None = None  # when its last refetch after a reconnect finished
+
+    def recovered(self, since: int) -> bool:
+        """Back to normal after ``since``: its socket never went since then, or it refetched after it came back."""
+        if self.dropped_t is None or self.dropped_t < since:
+            return True
+        return self.refetched_t is not None and self.refetched_t > self.dropped_t
 
     @property
     def name(self) -> str:
@@ -190,6 +198,7 @@ class Probe:
                 if self._since is None:
                     self._since = self._last_rx
         elif state in ("closed", "heartbeat_timeout"):
+            self.dropped_t = t
             for channel in sorted(self._joining):  # joins the socket took with it
                 self.run.history.append(JoinAttempt(probe=self.name, t=t, channel=channel, outcome="lost"))
             self._joining = set()
@@ -227,6 +236,7 @@ class Probe:
             except (httpx.HTTPError, ValueError) as e:
                 error = f"{type(e).__name__}: {e}"[:200]
             self.run.history.append(Refetch(probe=self.name, table=s.table, since_ns=wall, rows=rows, error=error))
+        self.refetched_t = self.run.clock.now()
 
     async def _join(self, name: str, config: dict[str, Any]) -> None:
         assert self.client is not None
@@ -260,6 +270,8 @@ class Probe:
 
     async def stop(self) -> None:
         if self.client is not None:
+            # its own end: what the socket does from here on is not the target's doing
+            self.run.history.append(ConnState(probe=self.name, state="stopping"))
             await self.client.close()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -283,6 +295,9 @@ class JsProbes:
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
+        self._refetches: dict[str, int] = {}  # per twin: refetch lines since its socket last went
+        self._opened: dict[str, int] = {}  # per twin: when its socket last opened
+        self._status_t: dict[tuple[str, str], int] = {}  # per twin and channel: when its last status came
 
     @staticmethod
     def unavailable() -> str | None:
@@ -363,8 +378,17 @@ class JsProbes:
         elif ev == "system":
             p.on_system(t, ch, o.get("status"), o.get("message"), o.get("extension"))
         elif ev == "socket":
-            h.append(ConnState(probe=p.name, t=t, state=str(o.get("state"))))
+            state = str(o.get("state"))
+            h.append(ConnState(probe=p.name, t=t, state=state))
+            if state == "open":
+                self._opened[p.name] = t
+            if state in ("closed", "heartbeat_timeout"):
+                p.dropped_t = t
+                self._refetches[p.name] = 0
         elif ev == "refetch":
+            self._refetches[p.name] = self._refetches.get(p.name, 0) + 1
+            if self._refetches[p.name] >= len(p.info.subs):
+                p.refetched_t = t
             rows = o.get("rows")
             h.append(Refetch(probe=p.name, t=t, table=str(o.get("table")), since_ns=int(o.get("since_ns") or 0),
                              rows=tuple(r for r in rows if isinstance(r, dict)) if isinstance(rows, list) else (),
@@ -373,8 +397,11 @@ class JsProbes:
             status = str(o.get("status"))
             h.append(ConnState(probe=p.name, t=t, channel=ch, state=status, error=_text(o.get("error"))))
             outcome = {"SUBSCRIBED": "ok", "CHANNEL_ERROR": "error", "TIMED_OUT": "timeout"}.get(status)
-            if outcome == "error" and o.get("connected") is False:
-                outcome = None  # the channel errored because its socket went: no join was refused
+            # a join was in flight only if the socket (re)opened since this channel's last status: otherwise a
+            # channel error is the socket going (closed, heartbeat timeout), not a refused join
+            if self._opened.get(p.name, -1) < self._status_t.get((p.name, ch), -1) and outcome != "ok":
+                outcome = None
+            self._status_t[(p.name, ch)] = t
             if outcome is not None:
                 h.append(JoinAttempt(probe=p.name, t=t, channel=ch, outcome=outcome,  # type: ignore[arg-type]
                                      detail=_text(o.get("error"))))
@@ -405,6 +432,8 @@ class JsProbes:
         self._stopping = True
         if self.proc is None:
             return
+        for p in self.probes.values():
+            self.run.history.append(ConnState(probe=p.name, state="stopping"))
         with contextlib.suppress(Exception):
             assert self.proc.stdin is not None
             self.proc.stdin.write(b"quit\n")

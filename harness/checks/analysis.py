@@ -114,13 +114,15 @@ class Analysis:
     error_ns: int = 0
     _samples: dict[tuple[str | None, str], list[float]] = field(default_factory=dict)
     _recoveries: list[Recovery] | None = None
+    _windows: dict[str, list[tuple[int, int]]] | None = None
 
     def flavour(self, probe: str) -> str:
         info = self.probes.get(probe)
         return info.flavour if info is not None else ("supabase-js" if probe.endswith("@js") else "ours")
 
     def samples(self, group: str | None, metric: str) -> list[float]:
-        """Latencies in ms of first deliveries in an event group (None or "*": all groups)."""
+        """Latencies in ms of first deliveries in an event group (None or "*": all groups), on a healthy network
+        (``degraded`` deliveries left out)."""
         if metric not in METRICS:
             raise ValueError(f"unknown latency metric {metric!r}")
         key = (None if group in (None, "*") else group, metric)
@@ -129,7 +131,7 @@ class Analysis:
             return cached
         out: list[float] = []
         for d in self.deliveries.values():
-            if not d.seen or (key[0] is not None and d.exp.group != key[0]):
+            if not d.seen or (key[0] is not None and d.exp.group != key[0]) or self.degraded(d):
                 continue
             first = d.seen[0]
             if metric == "write_to_deliver":
@@ -149,6 +151,18 @@ class Analysis:
     def reliability(self) -> Reliability:
         return reliability(self.records, self.probes)
 
+    def degraded(self, d: Delivery) -> bool:
+        """Written or received while a fault had cut its probe off (from the fault's start until the probe was
+        back: converged, or a second after the end for a connection that survived): judged by completeness
+        and reconnection, not by the latency criteria, which are about a healthy network."""
+        if self._windows is None:
+            self._windows = defaultdict(list)
+            for r in self.recoveries():
+                end = max(r.back_t, r.fault_end) if r.disconnected else r.fault_end + 1_000_000_000
+                self._windows[r.probe].append((r.fault_start, end))
+        got = d.seen[0].t if d.seen else None
+        return any(s <= d.t_write <= e or (got is not None and s <= got <= e) for s, e in self._windows.get(d.probe, ()))
+
     @property
     def error_ms(self) -> float:
         return self.error_ns / 1e6
@@ -158,22 +172,25 @@ class Analysis:
         received, how much later the twin stamped it than its original (the client's own cost)."""
         groups: dict[str, list[float]] = {"ours": [], "supabase-js": []}
         expected = {"ours": 0, "supabase-js": 0}
+        delivered = {"ours": 0, "supabase-js": 0}
         for (_, probe), d in self.deliveries.items():
             f = self.flavour(probe)
             expected[f] += 1
             if d.seen:
-                groups[f].append((d.seen[0].t - d.t_write) / 1e6)
+                delivered[f] += 1
+                if not self.degraded(d):
+                    groups[f].append((d.seen[0].t - d.t_write) / 1e6)
         originals = {n: p.original for n, p in self.probes.items() if p.original}
         gaps = []
         for (eid, probe), d in self.deliveries.items():
             original = originals.get(probe)
             o = self.deliveries.get((eid, original)) if original else None
-            if d.seen and o is not None and o.seen:
+            if d.seen and o is not None and o.seen and not self.degraded(d) and not self.degraded(o):
                 gaps.append((d.seen[0].t - o.seen[0].t) / 1e6)
         out: dict[str, Any] = {}
         for name, vals in groups.items():
             if expected[name]:
-                out[name] = {"expected": expected[name], "delivered": len(vals),
+                out[name] = {"expected": expected[name], "delivered": delivered[name],
                              **({s: stat(vals, s) for s in ("p50", "p95", "p99", "max")} if vals else {})}
         if gaps:
             out["twin_minus_original_ms"] = {"n": len(gaps), **{s: stat(gaps, s) for s in ("p50", "p95", "p99", "max")}}

@@ -58,7 +58,7 @@ def completeness(a: Analysis, deadlines_ms: dict[str, float] | None = None) -> R
             count("delivered", probe, d.exp.group, item)
             lat = d.latency_ns()
             deadline = deadlines_ms.get(d.exp.group)
-            if deadline is not None and lat is not None and lat / 1e6 > deadline:
+            if deadline is not None and lat is not None and lat / 1e6 > deadline and not a.degraded(d):
                 count("late", probe, d.exp.group, {**item, "ms": round(lat / 1e6, 1), "deadline_ms": deadline})
             if len(d.seen) > 1:
                 count("duplicated", probe, d.exp.group, item)

@@ -37,7 +37,7 @@ def latency(a: Analysis, group: str | None, metric: str, statistic: str, max_ms:
                f"p50 {figures['p50']:.1f} / p95 {figures['p95']:.1f} / p99 {figures['p99']:.1f} / "
                f"max {figures['max']:.1f} ms" + (f"; clock error +/- {error_ms:.1f} ms" if error_ms else ""))
     worst = sorted(((d.latency_ns() or 0) / 1e6, eid, p) for (eid, p), d in a.deliveries.items()
-                   if d.seen and (group in (None, "*") or d.exp.group == group))[-5:]
+                   if d.seen and (group in (None, "*") or d.exp.group == group) and not a.degraded(d))[-5:]
     return Result(label, valid, value=value, summary=summary,
                   details={"n": len(values), "figures": figures, "error_ms": error_ms, "metric": metric,
                            "statistic": statistic, "max_ms": max_ms,

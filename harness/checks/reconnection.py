@@ -47,6 +47,7 @@ __all__ = ["MILESTONES", "REGIMES", "FaultSpan", "Recovery", "Reliability", "che
 REGIMES = {"reset": "reset", "restart_realtime": "reset", "blackhole": "blackhole"}
 MILESTONES = ("socket", "rejoined", "first_event", "converged")
 LOST = ("closed", "heartbeat_timeout")  # socket states that mean the client saw its connection go
+STOPPING = "stopping"  # a probe's own end: what its socket does afterwards is not the target's doing
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class Recovery:
     rejoined_t: int | None = None
     first_event_t: int | None = None
     converged_t: int | None = None
+    interrupted: bool = False  # the next fault came before it rejoined: not judged, counted
+
+    @property
+    def back_t(self) -> int:
+        """When it was back to normal (converged, else rejoined, else the fault's end): the end of its outage."""
+        return self.converged_t or self.rejoined_t or self.fault_end
 
     @property
     def detection_ms(self) -> float | None:
@@ -111,6 +118,7 @@ class Recovery:
 
 @dataclass
 class _Timeline:
+    stopped: int | None = None
     socket: list[tuple[int, str]] = field(default_factory=list)
     ready: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # topic -> times it became ready
     events: list[int] = field(default_factory=list)
@@ -122,7 +130,10 @@ def _timelines(records: Iterable[Record], probes: dict[str, ProbeInfo]) -> dict[
     pg = {name: set(info.topics_joined()[: len(info.subs)]) for name, info in probes.items()}
     for r in records:
         if isinstance(r, ConnState) and r.channel is None:
-            out[r.probe].socket.append((r.t, r.state))
+            if r.state == STOPPING:
+                out[r.probe].stopped = r.t
+            elif out[r.probe].stopped is None:
+                out[r.probe].socket.append((r.t, r.state))
         elif isinstance(r, System | JoinAttempt) and _ready(r, pg):
             out[r.probe].ready[r.channel].append(r.t)
         elif isinstance(r, Change | Broadcast | Presence):
@@ -155,7 +166,9 @@ def recoveries(records: list[Record], probes: dict[str, ProbeInfo]) -> list[Reco
         for i, f in enumerate(mine):
             if f.end is None:
                 continue
-            horizon = mine[i + 1].start if i + 1 < len(mine) else end_of_run
+            ends = [t for t in (mine[i + 1].start if i + 1 < len(mine) else None, tl.stopped, end_of_run)
+                    if t is not None]
+            horizon = min(ends) if ends else None
             noticed = _first((t for t, st in tl.socket if st in LOST), f.start, horizon)
             socket_t = rejoined = None
             if noticed is not None:
@@ -168,8 +181,12 @@ def recoveries(records: list[Record], probes: dict[str, ProbeInfo]) -> list[Reco
             if rejoined is not None:
                 after = [t for t in tl.refetches if t >= rejoined and (horizon is None or t < horizon)]
                 converged = max(after) if after else None
+            nxt = mine[i + 1].start if i + 1 < len(mine) else None
+            cut_short = nxt is not None and (tl.stopped is None or nxt < tl.stopped) and (
+                (noticed is not None and rejoined is None)  # the next fault came before it rejoined
+                or (noticed is None and nxt - f.end < 1_000_000_000))  # or before it could even notice
             out.append(Recovery(name, f.fault_id, f.regime, f.start, f.end, noticed is not None, noticed, socket_t,
-                                rejoined, first_event, converged))
+                                rejoined, first_event, converged, interrupted=cut_short))
     return out
 
 
@@ -193,16 +210,22 @@ def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliabil
     held = 0
     failures: list[dict[str, Any]] = []
     by_probe: dict[str, list[Record]] = defaultdict(list)
+    stopped: set[str] = set()
     for r in records:
-        if isinstance(r, JoinAttempt | System | ChannelClosed | ConnState):
+        if isinstance(r, ConnState) and r.channel is None and r.state == STOPPING:
+            stopped.add(r.probe)
+        elif isinstance(r, JoinAttempt | System | ChannelClosed | ConnState) and r.probe not in stopped:
             by_probe[r.probe].append(r)
     for name, recs in by_probe.items():
         info = probes.get(name)
-        fault_starts = sorted(s.start for s in all_spans if info is not None and s.reaches(info))
+        mine = [s for s in all_spans if info is not None and s.reaches(info)]
+        fault_starts = sorted(s.start for s in mine)
         pg = set(info.topics_joined()[: len(info.subs)]) if info is not None else set()
         for i, r in enumerate(recs):
             if not isinstance(r, JoinAttempt):
                 continue
+            if r.outcome == "lost" and any(s.start <= r.t <= (s.end or r.t) + 100_000_000 for s in mine):
+                continue  # cut by a fault before it could succeed: no evidence either way
             attempts += 1
             ok = r.outcome == "ok"
             why = None if ok else f"join {r.outcome}: {r.detail or ''}".strip()
@@ -242,6 +265,8 @@ def check_reconnection(recs: list[Recovery], regime: str, milestone: str, statis
     mine = [r for r in recs if regime in ("*", r.regime)]
     if not mine:
         return Result(name, None, summary=f"no {regime} fault reached a probe in this run")
+    interrupted = [r for r in mine if r.interrupted]
+    mine = [r for r in mine if not r.interrupted]
     cut = [r for r in mine if r.disconnected]
     survived = len(mine) - len(cut)
     never = [r for r in cut if r.ms(milestone) is None]
@@ -263,6 +288,7 @@ def check_reconnection(recs: list[Recovery], regime: str, milestone: str, statis
                  "first_event_ms": r.ms("first_event"), "converged_ms": r.ms("converged")} for r in worst]
     details: dict[str, Any] = {"regime": regime, "milestone": milestone, "statistic": statistic, "max_ms": max_ms,
                                "disconnected": len(cut), "survived": survived, "never": len(never),
+                               "interrupted": len(interrupted),
                                "figures": figures, "evidence": evidence,
                                "detection_ms": {s: stat(detect, s) for s in ("p50", "max")} if detect else {},
                                "per_flavour": {f: {s: stat(v, s) for s in ("p50", "max")} for f, v in flavours.items()}}
@@ -273,7 +299,8 @@ def check_reconnection(recs: list[Recovery], regime: str, milestone: str, statis
     det = f"; noticed after p50 {details['detection_ms']['p50'] / 1000:.1f} s" if detect else ""
     summary = (f"{statistic} {value / 1000:.2f} s from the fault's end to {milestone} (limit {max_ms / 1000:g} s) over "
                f"{len(cut)} reconnections" + (f", {len(never)} never {milestone}" if never else "") + det
-               + (f"; {survived} connections survived" if survived else ""))
+               + (f"; {survived} connections survived" if survived else "")
+               + (f"; {len(interrupted)} cut short by the next fault" if interrupted else ""))
     return Result(name, not never and value <= max_ms, value=value, summary=summary, details=details)
 
 

@@ -99,10 +99,8 @@ async function start(cfg, p) {
     })
     ch.subscribe((status, err) => {
       const t = process.hrtime.bigint()
-      heard()
-      // connected: false when a channel errors because its socket went (not a refused join)
-      out(t, { probe: p.name, ev: 'status', channel: ch.topic, status, error: err ? String(err.message ?? err) : null,
-               connected: socket.isConnected() })
+      if (status === 'SUBSCRIBED') heard() // the server's join reply; an error or a close is the client's own
+      out(t, { probe: p.name, ev: 'status', channel: ch.topic, status, error: err ? String(err.message ?? err) : null })
     })
   }
   p.subs.forEach((s) => {
