@@ -49,6 +49,9 @@ def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "zora(faults=False, heartbeat_s=25.0, backoff_s=(1, 2, 5, 10), seed=None): "
+                                       "a scenario module's run: with network faults (each device behind its fault "
+                                       "proxy) and the client policy both probe flavours follow")
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(s) is signal.SIG_DFL:
@@ -160,9 +163,24 @@ class Zora:
 def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop) -> Iterator[Zora]:
     from harness.lifecycle import Lifecycle
 
+    from harness.network import DeviceNetwork, NetworkError
+    from harness.phoenix import ReconnectPolicy
+
     module = request.module.__name__.rsplit(".", 1)[-1]
+    marker = request.node.get_closest_marker("zora")
+    opts = dict(marker.kwargs) if marker else {}
+    faults = bool(opts.get("faults", False))
+    if faults:
+        try:
+            DeviceNetwork(zora_target, None)  # type: ignore[arg-type]
+        except NetworkError as e:
+            pytest.skip(str(e))
+    policy = ReconnectPolicy(heartbeat_s=float(opts.get("heartbeat_s", 25.0)),
+                             backoff_s=tuple(float(b) for b in opts.get("backoff_s", (1.0, 2.0, 5.0, 10.0))))
     lc = Lifecycle(zora_target, _criteria(request.config), Path(request.config.getoption("--report-dir")),
-                   config={"scenario": module}, js=request.config.getoption("--probes") == "both", quiet=True)
+                   config={"scenario": module}, js=request.config.getoption("--probes") == "both", quiet=True,
+                   phases=("flows", "resilience", "offline") if faults else ("flows",), seed=opts.get("seed"),
+                   policy=policy)
     failure: BaseException | None = None
     try:  # whatever fails from here on, the run's own rows are deleted again and its verdict written
         _zora_loop.run(lc.open())

@@ -63,11 +63,14 @@ async def wait_recovered(probes: list[Probe], since: int, timeout: float, now: C
         await asyncio.sleep(0.05)
 
 
-async def resilience(lc: Lifecycle, blackhole_s: float | None = None, settle_s: float = 2.0) -> None:
-    """Reset, then black hole, on every device's network; writes during each; recovery and a live round after."""
+async def resilience(lc: Lifecycle, blackhole_s: float | None = None, settle_s: float = 2.0,
+                     recover_s: float | None = None) -> None:
+    """Reset, then black hole, on every device's network; writes during each; recovery and a live round after.
+    ``recover_s`` bounds the wait for the clients to be back (default: their longest backoff and 20 s)."""
     assert lc.scene is not None and lc.network is not None
     net, scene, clock = lc.network, lc.scene, lc.run.clock
     hold = blackhole_s if blackhole_s is not None else blackhole_seconds(lc.policy.heartbeat_s)
+    wait = recover_s if recover_s is not None else recover_seconds(lc.policy.backoff_s)
     for spec, seconds in ((Reset(), 0.0), (Blackhole(), hold)):
         # what is still on its way (a broadcast of the round before) arrives first: a fault would make it a loss
         # that no refetch can make good, by Supabase's design
@@ -80,7 +83,7 @@ async def resilience(lc: Lifecycle, blackhole_s: float | None = None, settle_s: 
             await asyncio.sleep(max(0.0, seconds - (clock.now() - t0) / 1e9))
             await net.clear(applied)
         lc.stage(f"resilience: recovering from the {spec.name}")
-        behind = await wait_recovered(scene.all_probes(), t0, recover_seconds(lc.policy.backoff_s), clock.now)
+        behind = await wait_recovered(scene.all_probes(), t0, wait, clock.now)
         if behind:
             lc.run.history.append(Note(text=f"not recovered from the {spec.name} in time", data={"probes": behind}))
         lc.show.say(f"{spec.name}: {len(scene.all_probes()) - len(behind)} of {len(scene.all_probes())} probes back"

@@ -94,7 +94,8 @@ class Recovery:
     rejoined_t: int | None = None
     first_event_t: int | None = None
     converged_t: int | None = None
-    interrupted: bool = False  # the next fault came before it rejoined: not judged, counted
+    interrupted: bool = False  # the next fault came before it rejoined
+    horizon_t: int | None = None  # when its window closed: the next fault that reached it, its stop, the run's end
 
     @property
     def back_t(self) -> int:
@@ -166,6 +167,9 @@ def recoveries(records: list[Record], probes: dict[str, ProbeInfo]) -> list[Reco
         for i, f in enumerate(mine):
             if f.end is None:
                 continue
+            before = [st for t, st in tl.socket if t < f.start]
+            if before and before[-1] != "open":
+                continue  # it was already down when this fault came: nothing of this fault's doing to time
             ends = [t for t in (mine[i + 1].start if i + 1 < len(mine) else None, tl.stopped, end_of_run)
                     if t is not None]
             horizon = min(ends) if ends else None
@@ -186,7 +190,7 @@ def recoveries(records: list[Record], probes: dict[str, ProbeInfo]) -> list[Reco
                 (noticed is not None and rejoined is None)  # the next fault came before it rejoined
                 or (noticed is None and nxt - f.end < 1_000_000_000))  # or before it could even notice
             out.append(Recovery(name, f.fault_id, f.regime, f.start, f.end, noticed is not None, noticed, socket_t,
-                                rejoined, first_event, converged, interrupted=cut_short))
+                                rejoined, first_event, converged, interrupted=cut_short, horizon_t=horizon))
     return out
 
 
@@ -265,8 +269,11 @@ def check_reconnection(recs: list[Recovery], regime: str, milestone: str, statis
     mine = [r for r in recs if regime in ("*", r.regime)]
     if not mine:
         return Result(name, None, summary=f"no {regime} fault reached a probe in this run")
-    interrupted = [r for r in mine if r.interrupted]
-    mine = [r for r in mine if not r.interrupted]
+    # cut short by the next fault *before the limit had passed*: no evidence either way. A client still not back
+    # when the limit had passed failed, whatever came next.
+    limit_ns = max_ms * 1e6
+    interrupted = [r for r in mine if r.interrupted and (r.horizon_t or r.fault_end) - r.fault_end <= limit_ns]
+    mine = [r for r in mine if r not in interrupted]
     cut = [r for r in mine if r.disconnected]
     survived = len(mine) - len(cut)
     never = [r for r in cut if r.ms(milestone) is None]
@@ -292,6 +299,10 @@ def check_reconnection(recs: list[Recovery], regime: str, milestone: str, statis
                                "figures": figures, "evidence": evidence,
                                "detection_ms": {s: stat(detect, s) for s in ("p50", "max")} if detect else {},
                                "per_flavour": {f: {s: stat(v, s) for s in ("p50", "max")} for f, v in flavours.items()}}
+    if not cut and not survived:
+        return Result(name, None, details=details,
+                      summary=f"no evidence: all {len(interrupted)} {regime} reconnections were cut short by the next "
+                              f"fault before {max_ms / 1000:g} s")
     if not cut:
         return Result(name, True, value=0.0, details=details,
                       summary=f"no probe lost its connection in {survived} {regime} fault exposures (none to reconnect)")

@@ -194,3 +194,17 @@ def test_offline_sync_applied_once_lost_twice_and_diverged() -> None:
     assert r.valid is False and r.details["evidence"][0] == {"class": "unseen", "key": "k1", "probe": "phone",
                                                              "eid": "e-cart"}
     assert check_offline(analyze([started()])).valid is None
+
+
+def test_the_next_fault_excuses_a_client_only_before_the_limit_has_passed() -> None:
+    # not back 10 s after a reset when the next fault came: a failure (it once hid as "cut short": a wrong GO)
+    late = [*healthy_start(), *fault("f1", "reset", 1 * S, 1 * S), ConnState(t=1 * S + MS, probe="p", state="closed"),
+            *fault("f2", "blackhole", 11 * S, 16 * S), RunFinished(t=20 * S, outcome="completed")]
+    line = check_reconnection(recoveries(late, {"p": INFO}), "reset", "rejoined", "max", 5000)
+    assert line.valid is False and "never rejoined" in line.summary
+    # the next fault 0.5 s after the reset, before the client could be back: no evidence either way
+    soon = [*healthy_start(), *fault("f1", "reset", 1 * S, 1 * S), ConnState(t=1 * S + MS, probe="p", state="closed"),
+            *fault("f2", "reset", 1 * S + 500 * MS, 1 * S + 500 * MS), RunFinished(t=1 * S + 600 * MS,
+                                                                                  outcome="completed")]
+    line = check_reconnection(recoveries(soon, {"p": INFO}), "reset", "rejoined", "max", 5000)
+    assert line.valid is None and "cut short" in line.summary
