@@ -162,7 +162,6 @@ class Zora:
 @pytest.fixture(scope="module")
 def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop) -> Iterator[Zora]:
     from harness.lifecycle import Lifecycle
-
     from harness.network import DeviceNetwork, NetworkError
     from harness.phoenix import ReconnectPolicy
 
