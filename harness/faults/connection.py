@@ -9,6 +9,9 @@ chunk, so chunks keep their spacing), bandwidth in paced pieces of 20 ms, a byte
 connection. The queue is bounded: past ``HIGH`` bytes the source stops being read (TCP's own
 back-pressure, as a full window would do), and so it is when the sink cannot keep up.
 
+Timers are the event loop's: epoll counts in whole milliseconds, so a delayed chunk goes out up to
+about a millisecond after its due time (``bench/calibration.py``: +0.6 ms at p50), never before it.
+
 EOF travels as a queue entry too (held and delayed like data); when both directions have delivered
 theirs the connection closes. A reset from either side resets the other (RST, SO_LINGER 0).
 """

@@ -42,6 +42,7 @@ from harness.faults import (
     inject,
     parse_fault,
 )
+from harness.faults.connection import HIGH
 from harness.history import History, read_history
 from harness.phoenix import AsyncPhoenix, Message, ReconnectPolicy
 from harness.records import Fault
@@ -453,11 +454,37 @@ def test_down_refuses_new_connections_and_keeps_open_ones() -> None:
     run(go())
 
 
+def test_a_black_hole_holds_a_bounded_queue_and_an_unreachable_upstream_is_a_reset() -> None:
+    payload = random.Random(11).randbytes(12 * 1024 * 1024)
+
+    async def go() -> None:
+        async with Upstream() as up, FaultProxy("127.0.0.1", up.port, name="t") as p:
+            r, w = await asyncio.open_connection(*p.address)
+            assert await echo_ok(r, w)
+            async with p.fault(Blackhole()):
+                w.write(payload)  # more than the proxy may hold: it stops reading (TCP back-pressure)
+                (conn,) = p._conns
+                assert await until(lambda: conn.up.queued >= HIGH, timeout=5)
+                await asyncio.sleep(0.2)
+                assert HIGH <= conn.up.queued <= HIGH + 256 * 1024 and len(up.received) == 4
+            assert await asyncio.wait_for(r.readexactly(len(payload)), 20) == payload  # all of it, in order
+            w.close()
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()  # nobody listens there
+        async with FaultProxy("127.0.0.1", port, name="nowhere") as p:
+            r, w = await asyncio.open_connection(*p.address)
+            assert (await read_all(r, timeout=5))[1] in ("reset", "eof")
+            assert await until(lambda: p.connections == 0)
+            w.close()
+
+    run(go(), timeout=60)
+
+
 def test_drop_frames_drops_exactly_k_messages_and_leaves_the_rest_intact(tmp_path: Path) -> None:
-    msgs: list[str | bytes] = [(f"mark-{i}" if i % 3 == 0 else f"plain-{i}") + "." * (i * 997 % 70_000) for i in
-                               range(20)]
-    msgs[4] = msgs[4].encode()  # binary messages count too
-    msgs[9] = msgs[9].encode()
+    texts = [(f"mark-{i}" if i % 3 == 0 else f"plain-{i}") + "." * (i * 997 % 70_000) for i in range(20)]
+    msgs: list[str | bytes] = [t.encode() if i in (4, 9) else t for i, t in enumerate(texts)]  # binary ones count too
     marked = [i for i, m in enumerate(msgs) if (m if isinstance(m, bytes) else m.encode()).startswith(b"mark")]
     seen_ext: list[str | None] = []
 
@@ -471,7 +498,7 @@ def test_drop_frames_drops_exactly_k_messages_and_leaves_the_rest_intact(tmp_pat
 
     async def receive(url: str) -> tuple[list[str | bytes], list[Any]]:
         async with connect(url, max_size=None) as ws:
-            got = []
+            got: list[str | bytes] = []
             for _ in range(100):
                 m = await asyncio.wait_for(ws.recv(), 5)
                 if m == "done":
