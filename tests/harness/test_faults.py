@@ -329,6 +329,13 @@ def test_limit_data_cuts_after_exactly_n_bytes_counted_from_the_fault() -> None:
             assert end == "eof" and got == data[:len(got)] and len(got) <= 3000
             assert await until(lambda: up.closed == 2)
             assert len(up.received) == 12_000 + 3000 and bytes(up.received[-3000:]) == data[:3000]  # exactly 3000 up
+            await p.reset()
+            await p.apply(LimitData(5000, direction="down"))
+            await p.apply(Bandwidth(50_000, direction="down"))  # with pacing: still exactly the limit, then EOF
+            r, w = await asyncio.open_connection(*p.address)
+            w.write(data)
+            got, end = await read_all(r)
+            assert (got, end) == (data[:5000], "eof")
 
     run(go())
 
