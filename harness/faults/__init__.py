@@ -10,7 +10,7 @@ packaged for Debian nor downloadable here). Each connection is judged per direct
 server -> probe, ``up`` probe -> server, ``both`` each of them.
 
 * ``Reset()``: every current connection closed now with RST (SO_LINGER 0); new ones accepted at once.
-  Instantaneous: start and end are recorded together.
+  Instantaneous: start and end are recorded together (the end's params carry ``connections``: how many).
 * ``Blackhole()``: nothing passes either way, sockets stay open (a partition as TCP sees it). Bytes are
   held, not dropped: when it ends they are delivered in order (a short partition delivers late; a long
   one has been noticed by heartbeats first). Connections made meanwhile are accepted and held (their
@@ -31,7 +31,11 @@ server -> probe, ``up`` probe -> server, ``both`` each of them.
 
 Stack faults (``stack.py``), for the embedded stack only: ``StackFault("restart_realtime", seconds)``
 (every realtime socket dropped, serving again after ``seconds``), ``StackFault("restart_postgres")``,
-``StackFault("pause_postgres", seconds)`` (every PostgreSQL process frozen, then thawed).
+``StackFault("pause_postgres", seconds)`` (every PostgreSQL process frozen, then thawed). The end is
+recorded when the stack is back (with ``error`` in its params if the stack's method failed).
+
+Timing: a delayed chunk leaves up to about a millisecond after its due time (the event loop's timers),
+never before; with no fault a chunk is written on in the same callback that read it.
 
 API::
 

@@ -260,7 +260,7 @@ class FaultProxy:
         self.blackholed = any(isinstance(f, Blackhole) for _, f in faults)
         self.droppers = tuple(self._dropper_of.values())
         for conn in list(self._conns):
-            if not self.blackholed:
+            if not self.blackholed and not self._stopping:
                 conn.connect_upstream()  # a connection accepted during a black hole reaches upstream now
             conn.up.pump()
             conn.down.pump()

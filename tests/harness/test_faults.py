@@ -1,6 +1,6 @@
-"""The nemesis: fault specs as data, the fault proxy against small local servers (what the client sees
-under each fault, and what the history says), cleanup after SIGKILL, and our Phoenix client through the
-proxy to the embedded stack (reset, black hole, a restart of realtime)."""
+"""The nemesis: fault specs as data, and the fault proxy against small local servers: what the client sees
+under each fault, what the history says, no socket left behind, cleanup after SIGKILL. (Through the proxy to
+the embedded stack: ``test_faults_stack.py``.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import statistics
 import struct
 import sys
 import time
-import uuid
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +31,17 @@ from harness.faults import (
     FaultProxy,
     FaultSpec,
     FaultSpecError,
-    FaultTargetError,
     Latency,
     LimitData,
     Reset,
     StackFault,
     format_fault,
-    inject,
     parse_fault,
 )
-from harness.history import History, read_history
-from harness.phoenix import AsyncPhoenix, Message, ReconnectPolicy
+from harness.faults.connection import HIGH
+from harness.history import History
 from harness.records import Fault
-from harness.targets import Target
-from stack.server import EmbeddedStack
-from tests.stack.rt_support import ensure_rt_table, user_token, write
+from tests.harness.fault_support import Upstream, echo_ok, faults_in, read_all, run, until
 
 # -- specs -------------------------------------------------------------------------------------------
 
@@ -145,87 +139,6 @@ def test_format_and_parse_round_trip(spec: FaultSpec) -> None:
 # -- the proxy against small local servers -------------------------------------------------------------
 
 
-class Upstream:
-    """An echo server that notes its connections: how many opened and closed, and every byte received."""
-
-    def __init__(self) -> None:
-        self.opened = 0
-        self.closed = 0
-        self.received = bytearray()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Upstream:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=5)
-
-    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        self._writers.add(w)
-        self.opened += 1
-        try:
-            for _ in range(100_000):
-                data = await r.read(65536)
-                if not data:
-                    break
-                self.received += data
-                w.write(data)
-                await w.drain()
-        except ConnectionError:
-            pass
-        finally:
-            self.closed += 1
-            self._writers.discard(w)
-            w.close()
-            self._handlers.discard(task)
-
-
-async def until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``pred`` (bounded by ``timeout``); True once it holds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
-async def read_all(r: asyncio.StreamReader, timeout: float = 5.0) -> tuple[bytes, str]:
-    """Everything until the connection ends: (bytes, "eof" | "reset" | "timeout")."""
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return bytes(out), "timeout"
-            chunk = await asyncio.wait_for(r.read(65536), left)
-            if not chunk:
-                return bytes(out), "eof"
-            out += chunk
-    except ConnectionResetError:
-        return bytes(out), "reset"
-    except TimeoutError:
-        return bytes(out), "timeout"
-
-
-async def echo_ok(r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes = b"ping") -> bool:
-    w.write(data)
-    await w.drain()
-    got = await asyncio.wait_for(r.readexactly(len(data)), 5)
-    return got == data
-
-
 async def rtt_ms(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int = 5) -> float:
     """The median round trip of a few pings (sequential)."""
     times = []
@@ -234,14 +147,6 @@ async def rtt_ms(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int = 5) -
         assert await echo_ok(r, w, b"x")
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def run(coro: Coroutine[Any, Any, None], timeout: float = 60) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def faults_in(path: Path) -> list[Fault]:
-    return [r for r in read_history(path).records if isinstance(r, Fault)]
 
 
 @pytest.mark.parametrize("inspect", [False, True])
@@ -424,6 +329,13 @@ def test_limit_data_cuts_after_exactly_n_bytes_counted_from_the_fault() -> None:
             assert end == "eof" and got == data[:len(got)] and len(got) <= 3000
             assert await until(lambda: up.closed == 2)
             assert len(up.received) == 12_000 + 3000 and bytes(up.received[-3000:]) == data[:3000]  # exactly 3000 up
+            await p.reset()
+            await p.apply(LimitData(5000, direction="down"))
+            await p.apply(Bandwidth(50_000, direction="down"))  # with pacing: still exactly the limit, then EOF
+            r, w = await asyncio.open_connection(*p.address)
+            w.write(data)
+            got, end = await read_all(r)
+            assert (got, end) == (data[:5000], "eof")
 
     run(go())
 
@@ -453,11 +365,37 @@ def test_down_refuses_new_connections_and_keeps_open_ones() -> None:
     run(go())
 
 
+def test_a_black_hole_holds_a_bounded_queue_and_an_unreachable_upstream_is_a_reset() -> None:
+    payload = random.Random(11).randbytes(12 * 1024 * 1024)
+
+    async def go() -> None:
+        async with Upstream() as up, FaultProxy("127.0.0.1", up.port, name="t") as p:
+            r, w = await asyncio.open_connection(*p.address)
+            assert await echo_ok(r, w)
+            async with p.fault(Blackhole()):
+                w.write(payload)  # more than the proxy may hold: it stops reading (TCP back-pressure)
+                (conn,) = p._conns
+                assert await until(lambda: conn.up.queued >= HIGH, timeout=5)
+                await asyncio.sleep(0.2)
+                assert HIGH <= conn.up.queued <= HIGH + 256 * 1024 and len(up.received) == 4
+            assert await asyncio.wait_for(r.readexactly(len(payload)), 20) == payload  # all of it, in order
+            w.close()
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()  # nobody listens there
+        async with FaultProxy("127.0.0.1", port, name="nowhere") as p:
+            r, w = await asyncio.open_connection(*p.address)
+            assert (await read_all(r, timeout=5))[1] in ("reset", "eof")
+            assert await until(lambda: p.connections == 0)
+            w.close()
+
+    run(go(), timeout=60)
+
+
 def test_drop_frames_drops_exactly_k_messages_and_leaves_the_rest_intact(tmp_path: Path) -> None:
-    msgs: list[str | bytes] = [(f"mark-{i}" if i % 3 == 0 else f"plain-{i}") + "." * (i * 997 % 70_000) for i in
-                               range(20)]
-    msgs[4] = msgs[4].encode()  # binary messages count too
-    msgs[9] = msgs[9].encode()
+    texts = [(f"mark-{i}" if i % 3 == 0 else f"plain-{i}") + "." * (i * 997 % 70_000) for i in range(20)]
+    msgs: list[str | bytes] = [t.encode() if i in (4, 9) else t for i, t in enumerate(texts)]  # binary ones count too
     marked = [i for i, m in enumerate(msgs) if (m if isinstance(m, bytes) else m.encode()).startswith(b"mark")]
     seen_ext: list[str | None] = []
 
@@ -471,7 +409,7 @@ def test_drop_frames_drops_exactly_k_messages_and_leaves_the_rest_intact(tmp_pat
 
     async def receive(url: str) -> tuple[list[str | bytes], list[Any]]:
         async with connect(url, max_size=None) as ws:
-            got = []
+            got: list[str | bytes] = []
             for _ in range(100):
                 m = await asyncio.wait_for(ws.recv(), 5)
                 if m == "done":
@@ -659,116 +597,5 @@ def test_after_kill_9_in_a_black_hole_the_port_is_free_and_upstream_saw_the_clos
             s.bind(("127.0.0.1", port))  # and the port can be had again
             s.listen()
             s.close()
-
-    run(go())
-
-
-# -- our Phoenix client through the proxy to the embedded stack ---------------------------------------
-
-
-class Subscriber:
-    """``AsyncPhoenix`` joined to a postgres_changes channel for one owner's rt_items rows, noting everything."""
-
-    def __init__(self, stack: EmbeddedStack, url: str, policy: ReconnectPolicy) -> None:
-        self.stack = stack
-        self.owner = str(uuid.uuid4())
-        self.events: list[tuple[Any, int]] = []
-        self.states: list[tuple[str, int]] = []
-        self.client = AsyncPhoenix(url, policy=policy, on_event=lambda e, t: self.events.append((e, t)),
-                                   on_state=lambda s, t: self.states.append((s, t)))
-
-    async def join(self) -> None:
-        await self.client.connect()
-        cfg = {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "rt_items",
-                                                "filter": f"owner=eq.{self.owner}"}]},
-               "access_token": user_token(self.stack, self.owner)}
-        assert (await self.client.join("realtime:faults", cfg)).status == "ok"
-        assert await until(lambda: self.systems() == 1, 10)
-
-    def systems(self) -> int:
-        """postgres_changes 'system ok' messages: one per (re)join that is live."""
-        return sum(1 for e, _ in self.events if isinstance(e, Message) and e.event == "system"
-                   and isinstance(e.payload, dict) and e.payload.get("status") == "ok")
-
-    def notes(self) -> list[str]:
-        return [e.payload["data"]["record"]["note"] for e, _ in self.events
-                if isinstance(e, Message) and e.event == "postgres_changes"]
-
-    def times(self, state: str) -> list[int]:
-        return [t for s, t in self.states if s == state]
-
-    async def write_and_see(self, note: str) -> bool:
-        await asyncio.to_thread(write, self.stack, "insert into rt_items (owner, note) values (%s, %s)",
-                                (self.owner, note))
-        return await until(lambda: note in self.notes(), 10)
-
-
-def test_phoenix_client_rejoins_by_itself_after_a_reset(stack: EmbeddedStack) -> None:
-    ensure_rt_table(stack)
-
-    async def go() -> None:
-        async with FaultProxy("127.0.0.1", stack.port, name="realtime") as p:
-            sub = Subscriber(stack, p.url_for(stack.target().socket_url),
-                             ReconnectPolicy(heartbeat_s=5, backoff_s=(0.05, 0.1)))
-            await sub.join()
-            assert await sub.write_and_see("before")
-            t0 = time.perf_counter_ns()
-            await p.apply(Reset())
-            assert await until(lambda: sub.systems() == 2, 10)  # reconnected and rejoined, live again
-            assert sub.times("closed") and sub.times("closed")[0] >= t0 and not sub.times("heartbeat_timeout")
-            assert (time.perf_counter_ns() - t0) / 1e9 < 5  # noticed at once, not by a heartbeat
-            assert await sub.write_and_see("after") and p.accepted == 2
-            await sub.client.close()
-
-    run(go())
-
-
-def test_phoenix_heartbeat_notices_a_black_hole_and_reconnects_after_it(stack: EmbeddedStack) -> None:
-    ensure_rt_table(stack)
-
-    async def go() -> None:
-        async with FaultProxy("127.0.0.1", stack.port, name="realtime") as p:
-            sub = Subscriber(stack, p.url_for(stack.target().socket_url),
-                             ReconnectPolicy(heartbeat_s=0.2, backoff_s=(0.05, 0.1)))
-            await sub.join()
-            async with p.fault(Blackhole(), seconds=1.5):
-                t_start = time.perf_counter_ns()
-                assert await until(lambda: bool(sub.times("heartbeat_timeout")), 1.4)  # noticed during it
-                assert sub.systems() == 1 and len(sub.times("open")) == 1  # and nothing came back yet
-            t_end = time.perf_counter_ns()
-            assert await until(lambda: sub.systems() == 2, 15)
-            assert t_start < sub.times("heartbeat_timeout")[0] < t_end < sub.times("open")[1]
-            assert await sub.write_and_see("after-blackhole")
-            await sub.client.close()
-
-    run(go())
-
-
-def test_a_stack_fault_is_recorded_and_the_client_rejoins(stack: EmbeddedStack, tmp_path: Path) -> None:
-    ensure_rt_table(stack)
-
-    async def go() -> None:
-        with History(tmp_path / "h.jsonl") as h:
-            sub = Subscriber(stack, stack.target().socket_url, ReconnectPolicy(heartbeat_s=5, backoff_s=(0.05, 0.1)))
-            await sub.join()
-            fid = await inject(stack, StackFault("restart_realtime"), h)
-            assert await until(lambda: sub.systems() == 2, 15)
-            await sub.client.close()
-        start, end = faults_in(tmp_path / "h.jsonl")
-        assert (start.fault_id, start.name, start.phase, start.target, start.params) == \
-            (fid, "restart_realtime", "start", "embedded", {"seconds": 0})
-        assert (end.fault_id, end.phase) == (fid, "end") and start.t < end.t
-
-    run(go())
-
-
-def test_stack_faults_are_refused_for_anything_but_an_embedded_stack(tmp_path: Path) -> None:
-    async def go() -> None:
-        with History(tmp_path / "h.jsonl") as h:
-            with pytest.raises(FaultTargetError, match="needs the embedded stack, not Target"):
-                await inject(Target("url", "https://x.supabase.co", "a", "s"), StackFault("restart_realtime"), h)  # type: ignore[arg-type]
-            with pytest.raises(FaultTargetError, match="own cluster"):
-                await inject(EmbeddedStack(db_url="postgresql://x"), StackFault("pause_postgres", 1), h)
-        assert faults_in(tmp_path / "h.jsonl") == []  # refused before anything was recorded
 
     run(go())
