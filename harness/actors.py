@@ -27,7 +27,7 @@ from harness.clock import Offset, estimate_offset, parse_wall
 from harness.records import Created, Expectation, Op
 from harness.run import Run
 
-__all__ = ["Actor", "Refused", "World"]
+__all__ = ["Actor", "Refused", "World", "rows_of"]
 
 _op_ids = itertools.count(1)
 
@@ -46,13 +46,14 @@ def _client(url: str, key: str) -> Client:
 class Actor:
     """One app instance signed in as one user (a device)."""
 
-    def __init__(self, run: Run, name: str, email: str, password: str, uid: str) -> None:
+    def __init__(self, run: Run, name: str, email: str, password: str, uid: str, url: str | None = None) -> None:
         self.run = run
         self.name = name
         self.email = email
         self.password = password
         self.uid = uid
-        self.client = _client(run.target.url, run.target.anon_key)
+        self.url = url or run.target.url  # its way to the target: through its device's fault proxy, say
+        self.client = _client(self.url, run.target.anon_key)
         self.token = ""
         self.http: httpx.Client | None = None  # for calls no supabase-py client makes (realtime's REST broadcast)
 
@@ -64,7 +65,7 @@ class Actor:
         assert r.session is not None
         self.token = r.session.access_token
         t = self.run.target
-        self.http = httpx.Client(base_url=t.url, timeout=10,
+        self.http = httpx.Client(base_url=self.url, timeout=10,
                                  headers={"apikey": t.anon_key, "Authorization": f"Bearer {self.token}"})
         await asyncio.to_thread(self._warm)
 
@@ -110,7 +111,8 @@ class Actor:
         return data
 
 
-def _rows(data: Any) -> list[dict[str, Any]]:
+def rows_of(data: Any) -> list[dict[str, Any]]:
+    """The rows of a REST answer (a list of objects), whatever else it is."""
     return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
 
@@ -166,13 +168,13 @@ class World:
             u = self._create_user(name, "vendor")
             v = self.admin_client.table("vendors").insert(
                 {"user_id": u["id"], "shop_name": f"Shop {i} {self.run.run_id}", "is_verified": True}).execute()
-            vid = str(_rows(v.data)[0]["id"])
+            vid = str(rows_of(v.data)[0]["id"])
             self.vendors[name] = vid
             self._created("vendors", vid, name)
             rows = [{"vendor_id": vid, "name": f"Item {j} {self.run.run_id}", "price": 3.5 + j, "inventory": 500,
                      "low_stock_threshold": 5} for j in range(products_per_vendor)]
             created = self.admin_client.table("products").insert(rows).execute().data
-            self.products[name] = [str(p["id"]) for p in _rows(created)]
+            self.products[name] = [str(p["id"]) for p in rows_of(created)]
             for pid in self.products[name]:
                 self._created("products", pid, name)
 
@@ -190,7 +192,7 @@ class World:
             r = self.admin_client.table("cart_items").upsert(
                 {"user_id": uid, "product_id": pid, "quantity": 1 + len(made)}, on_conflict="user_id,product_id",
                 ignore_duplicates=False).execute()
-            row = _rows(r.data)[0]
+            row = rows_of(r.data)[0]
             made.append(str(row["id"]))
             return parse_wall(str(row["updated_at"]))
 
@@ -199,10 +201,11 @@ class World:
         finally:
             self.admin_client.table("cart_items").delete().eq("user_id", uid).in_("id", made or ["-"]).execute()
 
-    def actor(self, user: str, name: str | None = None) -> Actor:
-        """An app instance signed in as one of the run's users (``name``: the instance, e.g. customer-1/phone)."""
+    def actor(self, user: str, name: str | None = None, url: str | None = None) -> Actor:
+        """An app instance signed in as one of the run's users (``name``: the instance, e.g. customer-1/phone;
+        ``url``: how it reaches the target, if not directly)."""
         u = self.users[user]
-        return Actor(self.run, name or user, u["email"], u["password"], u["id"])
+        return Actor(self.run, name or user, u["email"], u["password"], u["id"], url)
 
     def cleanup(self) -> CleanupReport:
         """Delete what this run created, and nothing else, found by the run's tag; then check none is left."""

@@ -148,14 +148,15 @@ def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: i
     them) for a target that cannot be used, ``Interrupt`` for a signal, and any error of the harness itself;
     the run directory is complete in every case."""
     why_not = _no_network_faults(target) if faults else "--no-faults"
-    phases = ("flows",) if why_not else ("flows", "resilience")
+    phases = ("flows",) if why_not else ("flows", "resilience", "offline")
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
     lc = Lifecycle(target, criteria, report_root, js=js, declaration=declaration, quiet=quiet, phases=phases,
                    seed=seed, policy=policy, config={"rounds": rounds, "settle_s": settle_s, **(config or {})})
     h = lc.run.history
     with lc:
         lc.show.say(f"run {lc.run.run_id} -> {lc.run.dir}"
-                    + (f"; faults: reset and black hole, seed {seed}" if not why_not else f"; no faults ({why_not})"))
+                    + (f"; faults: reset, black hole, the phone offline, churn; seed {seed}" if not why_not
+                       else f"; no faults ({why_not})"))
         if skip_preflight:
             h.append(PreflightDone(skipped=True))
             lc.show.say("preflight skipped")

@@ -150,6 +150,7 @@ class Lifecycle:
                    churn_probes: int = 100) -> None:
         """The gate's run: open, every flow ``rounds`` times, the fault phases of the plan, settle, close (close
         also after a failure)."""
+        from harness.offline import offline
         from harness.resilience import churn, resilience
 
         try:
@@ -157,8 +158,10 @@ class Lifecycle:
             await self.flows(flows, rounds)
             if "resilience" in self.phases:
                 await resilience(self, blackhole_s, settle_s)
-                if churn_probes:
-                    await churn(self, churn_probes, settle_s=settle_s)
+            if "offline" in self.phases:
+                await offline(self)
+            if "resilience" in self.phases and churn_probes:
+                await churn(self, churn_probes, settle_s=settle_s)
             await self.settle(settle_s)
         finally:
             await self.close()

@@ -43,11 +43,17 @@ def check_offline(a: Analysis, name: str = "offline_sync") -> Result:
         return Result(name, None, summary="no offline queue in this run")
     verified = {r.key: r for r in a.records if isinstance(r, QueueVerified)}
     conflicts = [r for r in a.records if isinstance(r, Conflict)]
-    lost = [q.key for q in queued if q.key not in verified or verified[q.key].count == 0]
+    unverified = [q.key for q in queued if q.key not in verified or verified[q.key].count < 0]
+    lost = [q.key for q in queued if q.key in verified and verified[q.key].count == 0]
     twice = [q.key for q in queued if q.key in verified and verified[q.key].count > 1]
-    flushed = {str(r.args.get("idem_key")): r for r in a.records
-               if isinstance(r, Op) and r.type == "ok" and r.args.get("idem_key")}
+    keys = {(r.process, r.op_id): str(r.args["idem_key"]) for r in a.records
+            if isinstance(r, Op) and r.type == "invoke" and r.args.get("idem_key")}
+    flushed: dict[str, Op] = {}  # key -> the flush whose events the subscribers must get (its first send)
+    for r in a.records:
+        if isinstance(r, Op) and r.type == "ok" and (r.process, r.op_id) in keys and r.expect:
+            flushed.setdefault(keys[(r.process, r.op_id)], r)
     missed: list[dict[str, Any]] = []
+    never = [q.key for q in queued if q.key not in flushed]  # no flush recorded the events of this write
     for q in queued:
         op = flushed.get(q.key)
         for e in op.expect if op else ():
@@ -65,9 +71,14 @@ def check_offline(a: Analysis, name: str = "offline_sync") -> Result:
             differs = {k: (str(view.get(k)), want) for k, want in truth.items() if k in view and str(view.get(k)) != want}
             if differs:
                 diverged.append({"key": c.key, "probe": probe, "differs": differs})
-    ok = not (lost or twice or missed or diverged)
-    parts = [f"{len(queued)} queued writes: {len(queued) - len(lost) - len(twice)} applied once, {len(lost)} lost, "
-             f"{len(twice)} applied twice"]
+    bad = bool(lost or twice or missed or diverged or never)
+    ok: bool | None = False if bad else (None if unverified else True)
+    parts = [f"{len(queued)} queued writes: {len(queued) - len(lost) - len(twice) - len(unverified)} applied once, "
+             f"{len(lost)} lost, {len(twice)} applied twice"
+             + (f", {len(unverified)} not verified (the database was not asked, or did not answer)" if unverified
+                else "")]
+    if never:
+        parts.append(f"{len(never)} never flushed")
     if missed:
         parts.append(f"{len(missed)} deliveries of the flush never reached their subscriber")
     if conflicts:
@@ -75,6 +86,7 @@ def check_offline(a: Analysis, name: str = "offline_sync") -> Result:
                      + (f"{len(diverged)} view(s) did not end at the database's state" if diverged
                         else "every view ended at the database's state"))
     evidence = ([{"class": "lost", "key": k} for k in lost] + [{"class": "duplicated", "key": k} for k in twice]
+                + [{"class": "never flushed", "key": k} for k in never]
                 + [{"class": "unseen", **m} for m in missed[:10]] + [{"class": "diverged", **d} for d in diverged[:10]])
     return Result(name, ok, value=len(lost) + len(twice) + len(missed) + len(diverged), summary="; ".join(parts),
                   details={"queued": len(queued), "lost": lost, "duplicated": twice, "conflicts": len(conflicts),

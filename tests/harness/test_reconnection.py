@@ -169,8 +169,7 @@ def test_offline_sync_applied_once_lost_twice_and_diverged() -> None:
 
     exp = expectation("e-cart", "c9", ["phone", "tablet"], "cart_sync", "cart_items", "UPDATE", quantity="3")
     flush = [Op(t=10 * S, process="phone", type="invoke", f="flush:add_to_cart", op_id=5, args={"idem_key": "k1"}),
-             Op(t=10 * S + MS, process="phone", type="ok", f="flush:add_to_cart", op_id=5, args={"idem_key": "k1"},
-                expect=(exp,))]
+             Op(t=10 * S + MS, process="phone", type="ok", f="flush:add_to_cart", op_id=5, expect=(exp,))]
     base: list[Record] = [started(), Queued(t=S, process="phone", key="k1", f="add_to_cart", table="cart_items"),
                           *flush, seen(10 * S + 20 * MS, "tablet", "c9", "cart_items", "UPDATE", quantity=3)]
     state = {"id": "c9", "quantity": 3, "updated_at": "x"}
@@ -194,6 +193,9 @@ def test_offline_sync_applied_once_lost_twice_and_diverged() -> None:
     assert r.valid is False and r.details["evidence"][0] == {"class": "unseen", "key": "k1", "probe": "phone",
                                                              "eid": "e-cart"}
     assert check_offline(analyze([started()])).valid is None
+    unflushed = [base[0], base[1], QueueVerified(key="k1", table="cart_items", count=1, state=state)]
+    r = check_offline(analyze(unflushed))  # in the database, but no flush of the queue recorded its events
+    assert r.valid is False and "1 never flushed" in r.summary
 
 
 def test_the_next_fault_excuses_a_client_only_before_the_limit_has_passed() -> None:

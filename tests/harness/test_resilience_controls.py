@@ -64,3 +64,29 @@ def test_a_rejoin_without_its_bindings_is_no_go_on_delivery_after_recovery(stack
     assert not v.go and delivery.valid is False and delivery.details["counts"]["unseen"] > 0, delivery.summary
     assert delivery.details["counts"]["recovered"] == 0  # never live again, so it never refetched either
     assert v.line("reconnect_reset").result.valid is False  # joined, but never live: not rejoined
+
+
+def test_an_offline_queue_that_replays_without_keys_is_no_go_on_offline_sync(stack: EmbeddedStack,
+                                                                            tmp_path: Path) -> None:
+    from harness.flows import cart_sync
+    from harness.offline import offline
+
+    lc = Lifecycle(stack.target(), CRITERIA, tmp_path, js=False, quiet=True, phases=("flows", "offline"), seed=1,
+                   policy=FAST)
+
+    async def go() -> None:
+        try:
+            await lc.open()
+            await lc.flows([order_flow, cart_sync], 1)
+            await offline(lc, replays=2, idempotent=False)  # each write sent twice, and nothing makes that harmless
+            await lc.settle(2.0)
+        finally:
+            await lc.close()
+
+    asyncio.run(go())
+    lc.end(None)
+    assert lc.verdict is not None
+    line = lc.verdict.line("offline_sync").result
+    assert not lc.verdict.go and line.valid is False and "1 applied twice" in line.summary, line.summary
+    assert [e["class"] for e in line.details["evidence"]] == ["duplicated"]  # the order; the cart and profile are
+    # idempotent by nature (an upsert on the natural key, an update to the same value)
