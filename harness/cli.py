@@ -144,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="how long the black hole lasts (default: two heartbeats of the client policy + 3 s = 53 s)")
     gate.add_argument("--churn", type=int, default=100, help="light probes reset at random moments for connection "
                                                            "reliability (0-2000; 0: none)")
+    gate.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                      help="one more fault for the resilience phase, repeatable: latency:MS[,jitter=MS][,dir=down|up], "
+                           "bandwidth:BYTES_PER_S, limit:BYTES, down, reset, blackhole (each on every device's network "
+                           "for --fault-s), or restart_realtime[:S], restart_postgres, pause_postgres:S (embedded only)")
+    gate.add_argument("--fault-s", type=float, default=5.0, help="how long each --fault network fault lasts (1-600)")
     gate.add_argument("--seed", type=int, help="the seed of the random fault moments (default: a fresh one, printed "
                                                "and stored, so a run can be replayed)")
 
@@ -255,9 +260,11 @@ def _gate(args: argparse.Namespace) -> int:
         raise UsageError(f"--churn {args.churn}: must be from 0 to 2000 probes")
     if args.seed is not None and not 0 <= args.seed < 1 << 63:
         raise UsageError(f"--seed {args.seed}: must be a non-negative integer below 2**63")
+    extra = _faults(args, target)
     kw = {"rounds": args.rounds, "settle_s": args.settle, "skip_preflight": args.skip_preflight, "quiet": args.quiet,
           "js": args.probes == "both", "faults": not args.no_faults, "seed": args.seed, "blackhole_s": args.blackhole_s,
-          "churn_probes": args.churn, "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
+          "churn_probes": args.churn, "extra_faults": extra, "fault_s": args.fault_s,
+          "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
     try:
         if target is None:
             return _gate_embedded(criteria, args.report_dir, kw)
@@ -269,6 +276,27 @@ def _gate(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     _print_verdict(result.verdict, result.run_dir)
     return EXIT_OK if result.verdict.go else EXIT_NO_GO
+
+
+def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
+    """The --fault specifications, checked before anything starts."""
+    from harness.faults import FaultSpecError, StackFault, parse_fault
+
+    if not 1 <= args.fault_s <= 600:
+        raise UsageError(f"--fault-s {args.fault_s:g}: must be from 1 to 600 seconds")
+    if args.fault and args.no_faults:
+        raise UsageError("--fault adds to the fault phase, which --no-faults leaves out: give one of them")
+    out = []
+    for text in args.fault:
+        try:
+            spec = parse_fault(text)
+        except FaultSpecError as e:
+            raise UsageError(f"--fault {text!r}: {e}") from e
+        if isinstance(spec, StackFault) and target is not None:
+            raise UsageError(f"--fault {text!r}: a fault of the stack itself needs the embedded target (a Supabase "
+                             "given by URL is someone else's server: network faults only)")
+        out.append(spec)
+    return out
 
 
 def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> int:
@@ -284,7 +312,7 @@ def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> int:
         except (PostgresError, StackError, MigrationError) as e:
             print(f"zora-harness: embedded stack failed to start: {e}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        result = run_gate(stack.target(), criteria, report_dir, **kw)
+        result = run_gate(stack.target(), criteria, report_dir, stack=stack, **kw)
     finally:
         stack.stop()
     _print_verdict(result.verdict, result.run_dir)

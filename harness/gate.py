@@ -22,6 +22,7 @@ import psycopg
 
 from harness.apps import DECLARATION, Declaration
 from harness.criteria import CriteriaSet, Verdict
+from harness.faults import FaultSpec
 from harness.flows import FLOWS
 from harness.lifecycle import Flow, Lifecycle
 from harness.network import DeviceNetwork, NetworkError
@@ -143,7 +144,8 @@ def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: i
              skip_preflight: bool = False, quiet: bool = False, config: dict[str, Any] | None = None,
              js: bool = True, flows: Sequence[Flow] | None = None, declaration: Declaration = DECLARATION,
              faults: bool = True, seed: int | None = None, blackhole_s: float | None = None,
-             churn_probes: int = 100, policy: ReconnectPolicy = SUPABASE_JS_POLICY) -> GateResult:
+             churn_probes: int = 100, policy: ReconnectPolicy = SUPABASE_JS_POLICY,
+             extra_faults: Sequence[FaultSpec] = (), fault_s: float = 5.0, stack: Any = None) -> GateResult:
     """The whole gate against one target. Raises ``TargetRefused`` / ``TargetUnreachable`` (after recording
     them) for a target that cannot be used, ``Interrupt`` for a signal, and any error of the harness itself;
     the run directory is complete in every case."""
@@ -151,7 +153,8 @@ def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: i
     phases = ("flows",) if why_not else ("flows", "resilience", "offline")
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
     lc = Lifecycle(target, criteria, report_root, js=js, declaration=declaration, quiet=quiet, phases=phases,
-                   seed=seed, policy=policy, config={"rounds": rounds, "settle_s": settle_s, **(config or {})})
+                   seed=seed, policy=policy, extra_faults=extra_faults if not why_not else (), fault_s=fault_s,
+                   stack=stack, config={"rounds": rounds, "settle_s": settle_s, **(config or {})})
     h = lc.run.history
     with lc:
         lc.show.say(f"run {lc.run.run_id} -> {lc.run.dir}"

@@ -32,6 +32,7 @@ from harness.actors import World
 from harness.apps import DECLARATION, Declaration
 from harness.clock import Offset
 from harness.criteria import CriteriaSet, Verdict
+from harness.faults import FaultSpec, format_fault
 from harness.flows import Scene
 from harness.judge import judge
 from harness.network import DeviceNetwork
@@ -56,10 +57,14 @@ class Lifecycle:
     def __init__(self, target: Target, criteria: CriteriaSet, report_root: Path, *,
                  config: dict[str, Any] | None = None, js: bool = True, declaration: Declaration = DECLARATION,
                  quiet: bool = False, stream: TextIO | None = None, phases: tuple[str, ...] = ("flows",),
-                 seed: int | None = None, policy: ReconnectPolicy = SUPABASE_JS_POLICY) -> None:
+                 seed: int | None = None, policy: ReconnectPolicy = SUPABASE_JS_POLICY,
+                 extra_faults: Sequence[FaultSpec] = (), fault_s: float = 5.0, stack: Any = None) -> None:
         self.run = Run.create(target, report_root, {**(config or {}), "probes": "both" if js else "py",
                                                     "phases": list(phases), "seed": seed}, criteria)
-        self.run.history.append(RunPlan(phases=phases, seed=seed))
+        self.extra_faults = tuple(extra_faults)  # --fault: more faults for the resilience phase
+        self.fault_s = fault_s  # how long each of them lasts (network faults)
+        self.stack = stack  # the embedded stack, for stack faults (None for a remote target)
+        self.run.history.append(RunPlan(phases=phases, seed=seed, faults=tuple(format_fault(f) for f in extra_faults)))
         self.criteria = criteria
         self.js = js
         self.declaration = declaration

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from harness.faults import Blackhole, Reset
+from harness.faults import Blackhole, FaultSpec, Reset, StackFault, format_fault, inject
 from harness.flows import cart_sync, messages, order_flow, product_update, profile_updates, status_update
 from harness.probes import Probe
 from harness.records import Note, ProbeInfo, ProbeSet, SubInfo
@@ -89,6 +89,32 @@ async def resilience(lc: Lifecycle, blackhole_s: float | None = None, settle_s: 
         lc.show.say(f"{spec.name}: {len(scene.all_probes()) - len(behind)} of {len(scene.all_probes())} probes back"
                     + (f"; not back: {', '.join(behind[:5])}" if behind else ""))
         await lc.flows(ROW_FLOWS, 1, label=f"after the {spec.name}: ")
+    for extra in lc.extra_faults:
+        await asyncio.sleep(settle_s)
+        await _one(lc, extra, wait)
+
+
+async def _one(lc: Lifecycle, spec: FaultSpec, wait: float) -> None:
+    """One more fault the user asked for (``--fault``): a network fault on every device for ``fault_s``, or a
+    fault of the embedded stack; writes meanwhile, then recovery and a live round."""
+    assert lc.scene is not None and lc.network is not None
+    clock = lc.run.clock
+    label = format_fault(spec)
+    lc.stage(f"resilience: {label}")
+    t0 = clock.now()
+    if isinstance(spec, StackFault):
+        injected = asyncio.ensure_future(inject(lc.stack, spec, lc.run.history))
+        await lc.flows(ROW_FLOWS, 1, label=f"during {label}: ")
+        await injected
+    else:
+        applied = await lc.network.apply(spec)
+        await lc.flows(ROW_FLOWS, 1, label=f"during {label}: ")
+        await asyncio.sleep(max(0.0, lc.fault_s - (clock.now() - t0) / 1e9))
+        await lc.network.clear(applied)
+    behind = await wait_recovered(lc.scene.all_probes(), t0, wait, clock.now)
+    if behind:
+        lc.run.history.append(Note(text=f"not recovered from {label} in time", data={"probes": behind}))
+    await lc.flows(ROW_FLOWS, 1, label=f"after {label}: ")
 
 
 async def churn(lc: Lifecycle, probes: int = 100, resets: int = 4, seconds: float = 12.0,

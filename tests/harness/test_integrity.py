@@ -288,3 +288,41 @@ def test_the_pytest_plugin_stops_with_one_line_naming_its_options(tmp_path: Path
     assert r.returncode == 2, out
     assert "zora: url target: no URL" in out and "--target url with SUPABASE_URL" in out, out
     assert "Traceback" not in out and "pass --url" not in out and len(out.splitlines()) < 15, out
+
+
+def test_kill_9_in_the_middle_of_a_black_hole_leaves_nothing_running_and_a_readable_history(tmp_path: Path) -> None:
+    # the gate on its own embedded stack, killed while every device's network is black-holed
+    import signal
+    import time
+
+    p = subprocess.Popen([*CLI, "gate", "--report-dir", str(tmp_path), "--rounds", "1", "--blackhole-s", "60",
+                          "--churn", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:  # bounded: the gate prints this within seconds, or ends by itself
+        seen.append(line)
+        if "during the blackhole" in line:
+            break
+    children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert children, "".join(seen)  # it had started its own processes (Node for the twins; PostgreSQL runs as postgres)
+    [run_dir] = list(tmp_path.iterdir())
+    run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # bounded: the kernel's parent-death signals and closed pipes end them
+        left = subprocess.run(["pgrep", "-f", f"{run_dir}|zora-harness/clusters"], capture_output=True,
+                              text=True).stdout.split()
+        alive = [c for c in children if Path(f"/proc/{c}").exists()]
+        if not alive and not [x for x in left if x != str(os.getpid())]:
+            break
+        time.sleep(0.2)
+    assert not [c for c in children if Path(f"/proc/{c}").exists()], "a child of the killed gate is still running"
+    # the run is readable and says it did not finish
+    r = cli("analyze", str(run_dir), "--out", str(tmp_path / "after"))
+    assert r.returncode == 1 and "did not finish" in r.stdout, r.stdout + r.stderr
+    assert run_id and "Traceback" not in r.stderr
+    # and the next run starts cleanly
+    again = cli("gate", "--report-dir", str(tmp_path / "next"), "--rounds", "1", "--no-faults", "--probes", "py",
+                "--quiet")
+    assert again.returncode == 0, again.stdout + again.stderr
