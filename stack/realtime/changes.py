@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
-from stack.realtime.frames import Frame, RawPayload, dumps
+from harness.phoenix.codec import Frame, RawPayload, dumps
 from stack.realtime.hub import Binding, Channel, Hub
 from stack.realtime.wal import Change, Transaction
 

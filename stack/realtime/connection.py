@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from harness.phoenix.codec import Frame, FrameError, decode, encode
 from stack import jwt
 from stack.db import API_ROLES
 from stack.realtime.filters import FilterError, Subscription, parse_params
-from stack.realtime.frames import Frame, FrameError, decode, encode
 from stack.realtime.hub import Binding, Channel, Hub
 
 if TYPE_CHECKING:

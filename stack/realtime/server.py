@@ -22,12 +22,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from harness.phoenix.codec import VSN1, VSN2
 from stack import jwt
 from stack.ddl import DdlWatch
 from stack.realtime.changes import ChangeDispatcher
 from stack.realtime.connection import Connection, broadcast_from_api
 from stack.realtime.filters import Subscription
-from stack.realtime.frames import VSN1, VSN2
 from stack.realtime.hub import Hub
 from stack.realtime.wal import PollingSource, StreamingSource, drop_slot, ensure_slot
 from stack.settings import StackSettings

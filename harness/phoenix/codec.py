@@ -1,4 +1,4 @@
-"""Phoenix channel frames, both serializer versions, without any I/O.
+"""Phoenix channel frames, both serializer versions, without any I/O: the one wire codec.
 
 The official clients speak Phoenix's websocket protocol in two dialects:
 
@@ -9,8 +9,11 @@ The official clients speak Phoenix's websocket protocol in two dialects:
   broadcasts (kind 3, "user broadcast push") and, from the server, kind 4
   ("user broadcast").
 
-Written by hand because no Python library speaks Phoenix's server side; the
-layouts follow realtime-js's ``lib/serializer.ts``.
+Both sides use this module: the harness's client protocol (``protocol.py``) and the
+embedded stack's realtime server (``stack.realtime``). It imports nothing but the
+standard library, so the stack depends on it and never the reverse. Written by hand
+because no Python library speaks Phoenix's server side; the layouts follow
+realtime-js's ``lib/serializer.ts``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Frame", "FrameError", "RawPayload", "decode", "dumps", "encode"]
+__all__ = ["VSN1", "VSN2", "Frame", "FrameError", "RawPayload", "decode", "dumps", "encode"]
 
 VSN1 = "1.0.0"
 VSN2 = "2.0.0"
