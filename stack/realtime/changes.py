@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from harness.phoenix.codec import Frame, RawPayload, dumps
+from stack.realtime.filters import Subscription
 from stack.realtime.hub import Binding, Channel, Hub
 from stack.realtime.wal import Change, Transaction
 
@@ -90,6 +91,19 @@ class ChangeDispatcher:
             info = TableInfo(bool(row[0]), bool(row[1]), list(row[2]), list(row[3]), str(row[4]))
             self._tables[(schema, table)] = info
         return info
+
+    async def prepare(self, subs: list[Subscription]) -> None:
+        """Connect and learn the subscribed tables (their RLS checker made) before their first change:
+        a join calls this, so the first change after "Subscribed to PostgreSQL" is not held up by it
+        (an RLS check reads the row as it is then, and a row deleted meanwhile is visible to no one)."""
+        try:
+            conn = await self._connection()
+            for s in subs:
+                if s.schema != "*" and s.table != "*":
+                    await self._table(conn, s.schema, s.table)
+        except psycopg.Error as e:  # the first change will try again
+            log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
+            await self.close()
 
     async def on_transaction(self, tx: Transaction) -> None:
         for change in tx.changes:
@@ -173,8 +187,8 @@ class ChangeDispatcher:
                     if old is not None:
                         body["old_record"] = _pick(old, select) if select else old
                     data = encoded[select] = dumps(body)
-                ch.conn.send(Frame(topic=ch.topic, event="postgres_changes",
-                                   payload=RawPayload(ids=[b.id for b in group], data=data)))
+                ch.outbox.send(Frame(topic=ch.topic, event="postgres_changes",
+                                     payload=RawPayload(ids=[b.id for b in group], data=data)))
                 self.delivered += 1
 
 
