@@ -188,7 +188,7 @@ class Connection:
                     self._system(ch, "postgres_changes", "error",
                                  "Realtime was unable to connect to the project database")
         for ch, due in list(self._token_checks.items()):
-            if due <= now and self._token_checks.get(ch) == due:
+            if due <= now:
                 self._confirm_token(ch, now)
 
     # -- tokens -------------------------------------------------------------------------
