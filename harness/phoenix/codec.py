@@ -72,7 +72,7 @@ def decode(data: str | bytes, vsn: str = VSN1) -> Frame:
         return _decode_binary(data)
     try:
         msg = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise FrameError("frame is not JSON") from e
     if isinstance(msg, list):
         if len(msg) != 5:
@@ -98,14 +98,17 @@ def _decode_binary(buf: bytes) -> Frame:
     for n in (join_len, ref_len, topic_len, event_len, meta_len):
         if off + n > len(buf):
             raise FrameError("truncated binary frame")
-        parts.append(buf[off:off + n].decode("utf-8", errors="strict"))
+        try:
+            parts.append(buf[off:off + n].decode("utf-8", errors="strict"))
+        except UnicodeDecodeError as e:
+            raise FrameError("binary frame header is not UTF-8") from e
         off += n
     join_ref, ref, topic, event, meta = parts
     body = buf[off:]
     try:
         user_payload: Any = json.loads(body) if encoding == ENC_JSON else body
         meta_obj = json.loads(meta) if meta else {}
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise FrameError("binary frame payload is not JSON") from e
     payload: dict[str, Any] = {"type": "broadcast", "event": event, "payload": user_payload}
     if isinstance(meta_obj, dict):
