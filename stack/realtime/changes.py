@@ -55,6 +55,9 @@ class ChangeDispatcher:
         self.hub = hub
         self.delay_s = max(0, delay_ms) / 1000
         self._conn: psycopg.AsyncConnection | None = None
+        # One user of the connection at a time: the WAL task dispatching and joins preparing their tables.
+        # (Closing a connection another task is waiting on would pull its socket from under the event loop.)
+        self._lock = asyncio.Lock()
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._tables_at = 0.0
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
@@ -71,6 +74,10 @@ class ChangeDispatcher:
         return self._conn
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -96,14 +103,15 @@ class ChangeDispatcher:
         """Connect and learn the subscribed tables (their RLS checker made) before their first change:
         a join calls this, so the first change after "Subscribed to PostgreSQL" is not held up by it
         (an RLS check reads the row as it is then, and a row deleted meanwhile is visible to no one)."""
-        try:
-            conn = await self._connection()
-            for s in subs:
-                if s.schema != "*" and s.table != "*":
-                    await self._table(conn, s.schema, s.table)
-        except psycopg.Error as e:  # the first change will try again
-            log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
-            await self.close()
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                for s in subs:
+                    if s.schema != "*" and s.table != "*":
+                        await self._table(conn, s.schema, s.table)
+            except psycopg.Error as e:  # the first change will try again
+                log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
+                await self._drop_connection()
 
     async def on_transaction(self, tx: Transaction) -> None:
         for change in tx.changes:
@@ -118,17 +126,20 @@ class ChangeDispatcher:
         delay = 0.01
         for _attempt in range(60):  # at most ~15 s of waiting for the database to come back
             try:
-                await self._dispatch(tx, change, bindings)
-                return
+                async with self._lock:
+                    try:
+                        await self._dispatch(tx, change, bindings)
+                        return
+                    except psycopg.Error:
+                        await self._drop_connection()
+                        raise
             except psycopg.OperationalError as e:
                 log.info("database connection lost, retrying change: %s", str(e).strip().splitlines()[:1])
-                await self.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except psycopg.Error as e:
                 log.warning("dropping change on %s.%s: %s", change.schema, change.table,
                             str(e).strip().splitlines()[:1])
-                await self.close()
                 return
             except Exception:  # one bad change must not stop the stream for everyone
                 log.exception("dropping change on %s.%s", change.schema, change.table)
