@@ -1,8 +1,8 @@
 """The realtime websocket endpoint and its transport in process (Starlette's TestClient), no database.
 
-The app is the stack's own; ``app.state.realtime`` is a ``Realtime`` that was never started, its publication a
-fake. What runs for real: the endpoint's key checks, ``WebSocketTransport`` (reader, writer, timer), the sans-IO
-``Connection``, the hub, and the client side of the protocol (``PhoenixProtocol``) reading what arrives.
+``app.state.realtime`` is a ``Realtime`` that was never started, its publication a fake. What runs for real:
+the endpoint's key checks, ``WebSocketTransport`` (reader, writer, timer), the sans-IO ``Connection``, the hub,
+and the client side of the protocol (``PhoenixProtocol``) reading what arrives.
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from typing import Any
 
 import anyio
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from harness.phoenix import ChannelState, Closed, Message, PhoenixProtocol, Reply
 from harness.phoenix.codec import VSN1, VSN2
 from stack import jwt
-from stack.app import create_app
+from stack.gateway import GatewayMiddleware
 from stack.realtime.filters import Subscription
-from stack.realtime.server import Realtime
+from stack.realtime.server import Realtime, routes
 from stack.settings import StackSettings
 
 SECRET = "server-test-secret-" + "b" * 32
@@ -62,9 +65,14 @@ def rt() -> Realtime:
 
 @pytest.fixture
 def client(rt: Realtime) -> Iterator[TestClient]:
-    app = create_app(SETTINGS)
+    """The realtime routes behind the gateway, as ``create_app`` mounts them, without the app's lifespan (it needs
+    PostgreSQL). Entered, so every websocket session runs on one event loop, as under uvicorn."""
+    app = Starlette(routes=[Mount("/realtime/v1", routes=routes(SETTINGS))],
+                    middleware=[Middleware(GatewayMiddleware, keys=(SETTINGS.anon_key, SETTINGS.service_role_key),
+                                           max_body_bytes=SETTINGS.max_body_bytes)])
     app.state.realtime = rt
-    yield TestClient(app)
+    with TestClient(app) as c:
+        yield c
 
 
 def url(key: str | None = SETTINGS.anon_key, vsn: str = VSN1) -> str:
