@@ -36,8 +36,13 @@ def encode(claims: dict[str, Any], secret: str) -> str:
     return pyjwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode(token: str, secret: str, *, verify_exp: bool = True) -> dict[str, Any]:
-    """Verify signature, algorithm and expiry; return the claims."""
+def decode(token: str, secret: str, *, verify_exp: bool = True, now: float | None = None) -> dict[str, Any]:
+    """Verify signature, algorithm and expiry; return the claims.
+
+    ``now`` (epoch seconds) replaces the system clock for the expiry check, with PyJWT's own
+    rule (expired when ``exp <= now``): the realtime connection takes its time from an
+    injected clock, so token expiry is tested without waiting.
+    """
     try:
         header = pyjwt.get_unverified_header(token)
     except pyjwt.PyJWTError as e:
@@ -46,8 +51,8 @@ def decode(token: str, secret: str, *, verify_exp: bool = True) -> dict[str, Any
         raise JWTError(f"invalid JWT: signing method {header.get('alg')} is invalid")
     try:
         claims = pyjwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"verify_exp": verify_exp, "verify_aud": False},
-            leeway=0,
+            token, secret, algorithms=[ALGORITHM],
+            options={"verify_exp": verify_exp and now is None, "verify_aud": False}, leeway=0,
         )
     except pyjwt.ExpiredSignatureError as e:
         raise JWTError("JWT expired", expired=True) from e
@@ -57,6 +62,13 @@ def decode(token: str, secret: str, *, verify_exp: bool = True) -> dict[str, Any
         raise JWTError(f"invalid JWT: {e}") from e
     if not isinstance(claims, dict):
         raise JWTError("invalid JWT: claims are not an object")
+    if verify_exp and now is not None and "exp" in claims:
+        try:
+            exp = int(claims["exp"])
+        except (ValueError, TypeError, OverflowError):
+            raise JWTError("invalid JWT: Expiration Time claim (exp) must be an integer.") from None
+        if exp <= now:
+            raise JWTError("JWT expired", expired=True)
     return claims
 
 

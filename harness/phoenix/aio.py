@@ -21,8 +21,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import DATA_OPCODES, Frame
 
+from harness.phoenix.codec import VSN1
 from harness.phoenix.protocol import SUPABASE_JS_POLICY, Closed, Message, PhoenixProtocol, ReconnectPolicy, Reply
-from stack.realtime.frames import VSN1
 
 __all__ = ["AsyncPhoenix"]
 

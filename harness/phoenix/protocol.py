@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack.realtime.frames import VSN1, Frame, FrameError, decode, encode
+from harness.phoenix.codec import VSN1, Frame, FrameError, decode, encode
 
 __all__ = ["SUPABASE_JS_POLICY", "ChannelState", "Closed", "Message", "PhoenixProtocol", "ReconnectPolicy", "Reply"]
 

@@ -1,17 +1,21 @@
 """From a committed change to the frames each entitled channel receives.
 
 For each change: the hub names the bindings whose event, table and filter
-accept it; one database call (``realtime.zora_apply_rls``) answers, for every
+accept it; one database call (the table's checker, ``realtime.zora_chk_<oid>``) answers, for every
 distinct subscriber identity among them, whether RLS lets that identity see the
 row, and renders the row as PostgreSQL renders JSON; then every channel with a
 visible binding gets one ``postgres_changes`` frame listing its binding ids.
 No subscriber's claims can widen another's view: each check runs under the
 subscriber's own role and claims.
 
-Rules taken from Supabase Realtime: DELETE events cannot be checked against RLS
-(the row is gone) and go to every subscriber with SELECT on the table, carrying
-only the primary key when RLS is on; UPDATE's ``old_record`` likewise carries
-only the primary key when RLS is on, else what REPLICA IDENTITY logged.
+Rules taken from Supabase Realtime (walrus's ``realtime.apply_rls``): a role
+receives a table's changes when it may select the table's primary key, and sees
+only the columns it may select (``record``, ``old_record``, ``columns``), by
+table or column grants. UPDATE's ``old_record`` is what REPLICA IDENTITY logged
+(the primary key by default, the whole old row with REPLICA IDENTITY FULL), RLS
+on or not: the new row passed the subscriber's RLS check. DELETE events cannot
+be checked against RLS (the row is gone) and go to every subscriber whose role
+may select the primary key, carrying only the primary key when RLS is on.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from harness.phoenix.codec import Frame, RawPayload, dumps
 from stack.db import connect
-from stack.realtime.frames import Frame, RawPayload, dumps
+from stack.realtime.filters import Subscription
 from stack.realtime.hub import Binding, Channel, Hub
 from stack.realtime.wal import Change, Transaction
 
@@ -55,31 +60,40 @@ class ChangeDispatcher:
         self.hub = hub
         self.delay_s = max(0, delay_ms) / 1000
         self._conn: psycopg.AsyncConnection | None = None
+        # One user of the connection at a time: the WAL task dispatching and joins preparing their tables.
+        # (Closing a connection another task is waiting on would pull its socket from under the event loop.)
+        self._lock = asyncio.Lock()
         self._tables: dict[tuple[str, str], TableInfo] = {}
+        self._selectable: dict[tuple[str, str], dict[str, frozenset[str]]] = {}  # table -> role -> columns
         self._tables_at = 0.0
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
 
     def forget_tables(self) -> None:
-        """Called on DDL (NOTIFY zora_realtime_ddl): publication, RLS flags or columns may have changed."""
+        """Called on DDL (NOTIFY zora_realtime_ddl): publication, RLS flags, columns or grants may have changed."""
         self._tables.clear()
+        self._selectable.clear()
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await connect(self.dsn, autocommit=True)
             set_json_loads(_loads, self._conn)
-            self._tables.clear()
+            self.forget_tables()
         return self._conn
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-        self._tables.clear()
+        self.forget_tables()
 
     async def _table(self, conn: psycopg.AsyncConnection, schema: str, table: str) -> TableInfo:
         now = time.monotonic()
         if now - self._tables_at > TABLE_CACHE_TTL:  # a safety net should a DDL notification be missed
-            self._tables.clear()
+            self.forget_tables()
             self._tables_at = now
         info = self._tables.get((schema, table))
         if info is None:
@@ -102,6 +116,39 @@ class ChangeDispatcher:
             self._tables[(schema, table)] = info
         return info
 
+    async def _columns_for(self, conn: psycopg.AsyncConnection, schema: str, table: str,
+                           roles: set[str]) -> dict[str, frozenset[str]]:
+        """The columns of the table each role may select (table or column grants), as walrus asks
+        ``has_column_privilege``; a role that does not exist may select nothing."""
+        known = self._selectable.setdefault((schema, table), {})
+        missing = sorted(roles - known.keys())
+        if missing:
+            cur = await conn.execute(
+                "select r.rolname::text, coalesce(array_agg(a.attname::text) filter (where a.attname is not null),"
+                " '{}') from pg_catalog.pg_roles r left join pg_catalog.pg_attribute a on a.attrelid = %s::regclass"
+                " and a.attnum > 0 and not a.attisdropped"
+                " and pg_catalog.has_column_privilege(r.oid, a.attrelid, a.attnum, 'SELECT')"
+                " where r.rolname = any(%s) group by r.rolname",
+                (sql.Identifier(schema, table).as_string(conn), missing))
+            found = {role: frozenset(cols) for role, cols in await cur.fetchall()}
+            for role in missing:
+                known[role] = found.get(role, frozenset())
+        return known
+
+    async def prepare(self, subs: list[Subscription]) -> None:
+        """Connect and learn the subscribed tables (their RLS checker made) before their first change:
+        a join calls this, so the first change after "Subscribed to PostgreSQL" is not held up by it
+        (an RLS check reads the row as it is then, and a row deleted meanwhile is visible to no one)."""
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                for s in subs:
+                    if s.schema != "*" and s.table != "*":
+                        await self._table(conn, s.schema, s.table)
+            except psycopg.Error as e:  # the first change will try again
+                log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
+                await self._drop_connection()
+
     async def on_transaction(self, tx: Transaction) -> None:
         for change in tx.changes:
             bindings = self.hub.candidates(change)
@@ -115,17 +162,20 @@ class ChangeDispatcher:
         delay = 0.01
         for _attempt in range(60):  # at most ~15 s of waiting for the database to come back
             try:
-                await self._dispatch(tx, change, bindings)
-                return
+                async with self._lock:
+                    try:
+                        await self._dispatch(tx, change, bindings)
+                        return
+                    except psycopg.Error:
+                        await self._drop_connection()
+                        raise
             except psycopg.OperationalError as e:
                 log.info("database connection lost, retrying change: %s", str(e).strip().splitlines()[:1])
-                await self.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except psycopg.Error as e:
                 log.warning("dropping change on %s.%s: %s", change.schema, change.table,
                             str(e).strip().splitlines()[:1])
-                await self.close()
                 return
             except Exception:  # one bad change must not stop the stream for everyone
                 log.exception("dropping change on %s.%s", change.schema, change.table)
@@ -158,34 +208,38 @@ class ChangeDispatcher:
             return
         rec, visible = result
         visible_set = set(visible or ())
+        receivers = [(ch, bs) for ch, bs in by_channel.items()
+                     if identities[ch.identity()] in visible_set and not ch.closed]
+        if not receivers:
+            return
+        selectable = await self._columns_for(conn, change.schema, change.table, {ch.role for ch, _ in receivers})
         old: dict[str, Any] | None = None
-        if change.action in ("UPDATE", "DELETE"):
-            # RLS on: only the primary key may leave the database; else what REPLICA IDENTITY logged.
+        if change.action == "UPDATE":  # what REPLICA IDENTITY logged: the new row passed RLS
+            old = dict(change.identity)
+        elif is_delete:  # not checkable against RLS: with RLS on, only the primary key leaves the database
             keep = set(info.pk) if (info.rls_enabled or not change.identity) else set(change.identity)
-            source = rec if is_delete else change.identity
-            old = {k: v for k, v in source.items() if k in keep}
-        encoded: dict[tuple[str, ...] | None, str] = {}
-        for ch, bs in by_channel.items():
-            if identities[ch.identity()] not in visible_set or ch.closed:
-                continue
+            old = {k: v for k, v in rec.items() if k in keep}
+        encoded: dict[tuple[tuple[str, ...] | None, frozenset[str]], str] = {}
+        for ch, bs in receivers:
+            cols = selectable[ch.role]
             for select, group in _by_selection(bs).items():
-                data = encoded.get(select)
-                if data is None:  # the same bytes for every channel: encode once per change
+                data = encoded.get((select, cols))
+                if data is None:  # the same bytes for every channel that sees the same: encode once per change
                     body: dict[str, Any] = {
                         "schema": change.schema,
                         "table": change.table,
                         "commit_timestamp": tx.commit_timestamp,
                         "type": change.action,
-                        "columns": _pick_columns(info.cols, select),
+                        "columns": [c for c in _pick_columns(info.cols, select) if c.get("name") in cols],
                         "errors": None,
                     }
                     if not is_delete:
-                        body["record"] = _pick(rec, select)
+                        body["record"] = _visible(_pick(rec, select), cols)
                     if old is not None:
-                        body["old_record"] = _pick(old, select) if select else old
-                    data = encoded[select] = dumps(body)
-                ch.conn.send(Frame(topic=ch.topic, event="postgres_changes",
-                                   payload=RawPayload(ids=[b.id for b in group], data=data)))
+                        body["old_record"] = _visible(_pick(old, select), cols)
+                    data = encoded[(select, cols)] = dumps(body)
+                ch.outbox.send(Frame(topic=ch.topic, event="postgres_changes",
+                                     payload=RawPayload(ids=[b.id for b in group], data=data)))
                 self.delivered += 1
 
 
@@ -206,6 +260,10 @@ def _by_selection(bindings: list[Binding]) -> dict[tuple[str, ...] | None, list[
 
 def _pick(rec: dict[str, Any], select: tuple[str, ...] | None) -> dict[str, Any]:
     return dict(rec) if not select else {k: v for k, v in rec.items() if k in select}
+
+
+def _visible(rec: dict[str, Any], cols: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k in cols}
 
 
 def _pick_columns(cols: list[dict[str, Any]], select: tuple[str, ...] | None) -> list[dict[str, Any]]:

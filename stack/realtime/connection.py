@@ -1,79 +1,124 @@
-"""One websocket client: Phoenix channels, heartbeats, tokens, broadcast and presence.
+"""One websocket client of the realtime server, as a sans-IO state machine.
 
-Behaviour follows supabase/realtime's ``RealtimeChannel`` as the official clients
-see it: join replies carrying the server's postgres_changes binding ids, then a
-``system`` message once changes really flow; ``access_token`` pushes swap the
-claims RLS is checked with; an expired token closes the channel with a
-``system`` error and ``phx_close``; unknown topics get "unmatched topic".
-Frames are queued per connection and written by one task, so a slow client
-never holds up delivery to the others (a client too slow to drain its queue is
-disconnected, as Supabase does with slow consumers).
+Websocket messages in (``receive``), encoded frames out (``next_data`` / ``data_to_send``),
+time in (``tick``, at ``next_deadline()``); no sockets, no tasks, no knowledge of the server.
+It talks to three narrow interfaces it is given: ``Auth`` (token verification), ``Subscriptions``
+(postgres_changes parameters against the publication; is the WAL streaming) and the ``Hub``
+(plain data: the registry of channels, presence and fan-out), plus a clock and a ``wakeup``
+callback that tells the transport there is output (frames also arrive from other connections'
+broadcasts and from the change dispatcher, not only in answer to this client). The websocket
+transport (``transport.py``) only moves bytes, keeps time and resolves the one async call.
+
+Behaviour follows supabase/realtime's ``RealtimeChannel`` as the official clients see it: join
+replies carrying the server's postgres_changes binding ids, then a ``system`` message once
+changes really flow; ``access_token`` pushes swap the claims RLS is checked with; an expired
+token closes the channel with a ``system`` error and ``phx_close``; unknown topics get
+"unmatched topic". Frames wait in a per-connection queue, so a slow client never holds up
+delivery to the others; a client too slow to drain it (``queue_limit`` frames waiting) is
+disconnected, as Supabase does with slow consumers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from stack import jwt
-from stack.db import API_ROLES
+from harness.phoenix.codec import VSN1, Frame, FrameError, decode, encode
 from stack.realtime.filters import FilterError, Subscription, parse_params
-from stack.realtime.frames import Frame, FrameError, decode, encode
 from stack.realtime.hub import Binding, Channel, Hub
 
-if TYPE_CHECKING:
-    from stack.realtime.server import Realtime
-
-__all__ = ["Connection"]
+__all__ = ["CONFIRM_TOKEN_MAX_S", "LIVE_WAIT_S", "QUEUE_LIMIT", "Auth", "Connection", "Subscriptions"]
 
 log = logging.getLogger("stack.realtime.connection")
 QUEUE_LIMIT = 20_000
-CONFIRM_TOKEN_MAX_S = 5 * 60
+CONFIRM_TOKEN_MAX_S = 5 * 60  # the token is re-checked at its expiry, and at least this often
+LIVE_WAIT_S = 10.0  # how long a join waits for the WAL stream before "unable to connect to the project database"
+CLOSE_NORMAL = 1000
+
+
+class Auth(Protocol):
+    def verify(self, token: Any, now: float) -> tuple[dict[str, Any] | None, str]:
+        """Claims and "", or None and the reason a join is refused (``InvalidJWTToken: ...``)."""
+        ...
+
+
+class Subscriptions(Protocol):
+    async def validate(self, subs: list[Subscription]) -> str:
+        """'' if the publication serves every subscription, else the system error's message."""
+        ...
+
+    def streaming(self) -> bool:
+        """Changes committed from now on will be delivered (the WAL stream is up)."""
+        ...
+
+
+def _nothing() -> None:
+    return None
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
 
 
 class Connection:
-    def __init__(self, rt: Realtime, send_text: Callable[[str | bytes], Awaitable[None]], vsn: str,
-                 api_key: str) -> None:
-        self.rt = rt
-        self.hub: Hub = rt.hub
-        self._send_raw = send_text
+    def __init__(self, *, hub: Hub, auth: Auth, subscriptions: Subscriptions, vsn: str = VSN1, api_key: str = "",
+                 clock: Callable[[], float] = time.time, wakeup: Callable[[], None] = _nothing,
+                 queue_limit: int = QUEUE_LIMIT) -> None:
+        """``api_key``: the socket's key, a join's token when its payload has none; ``clock``: epoch seconds."""
+        self.hub = hub
+        self.auth = auth
+        self.subscriptions = subscriptions
         self.vsn = vsn
         self.api_key = api_key
+        self.clock = clock
+        self.wakeup = wakeup
+        self.queue_limit = queue_limit
         self.channels: dict[str, Channel] = {}
-        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue(QUEUE_LIMIT)
-        self._timers: dict[Channel, asyncio.TimerHandle] = {}
-        self.closed = asyncio.Event()
+        self.closed = False
+        self.close_code = CLOSE_NORMAL
+        self._outbox: deque[Frame] = deque()
+        self._token_checks: dict[Channel, float] = {}  # channel -> when to re-check its token
+        self._live_waits: dict[Channel, float] = {}  # channel -> when to give up waiting for the WAL stream
 
-    # -- output ---------------------------------------------------------------------
+    # -- output -------------------------------------------------------------------------
     def send(self, frame: Frame) -> None:
-        if self.closed.is_set():
+        """Queue a frame for the client (the hub's ``Outbox``); a full queue disconnects the client."""
+        if self.closed:
             return
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            log.warning("client too slow, %d frames queued: disconnecting", QUEUE_LIMIT)
+        if len(self._outbox) >= self.queue_limit:
+            log.warning("client too slow, %d frames queued: disconnecting", self.queue_limit)
             self.close()
+            return
+        self._outbox.append(frame)
+        self.wakeup()
 
-    async def writer(self) -> None:
-        while True:
-            frame = await self._queue.get()
-            if frame is None:
-                return
-            await self._send_raw(encode(frame, self.vsn))
+    def next_data(self) -> str | bytes | None:
+        """The next websocket message to write, or None when nothing waits. Frames queued before
+        ``close()`` are still handed out, so a closing channel's last words reach the client."""
+        if not self._outbox:
+            return None
+        return encode(self._outbox.popleft(), self.vsn)
 
-    def close(self) -> None:
+    def data_to_send(self) -> list[str | bytes]:
+        return list(iter(self.next_data, None))
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    def close(self, code: int = CLOSE_NORMAL) -> None:
+        """The socket is going away (or must): every channel leaves, presence leaves go to the others."""
         for ch in list(self.channels.values()):
             self._drop(ch)
         self.channels.clear()
-        if not self.closed.is_set():
-            self.closed.set()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
+        if not self.closed:
+            self.closed = True
+            self.close_code = code
+            self.wakeup()
 
     def _reply(self, req: Frame, status: str, response: dict[str, Any]) -> None:
         self.send(Frame(topic=req.topic, event="phx_reply", payload={"status": status, "response": response},
@@ -84,8 +129,12 @@ class Connection:
                         payload={"extension": extension, "status": status, "message": message,
                                  "channel": ch.sub_topic}))
 
-    # -- input ----------------------------------------------------------------------
+    # -- input --------------------------------------------------------------------------
     async def receive(self, data: str | bytes) -> None:
+        """One websocket message from the client. Async only for a join with postgres_changes, which
+        awaits ``Subscriptions.validate``; the transport awaits it before feeding the next message."""
+        if self.closed:
+            return
         try:
             frame = decode(data, self.vsn)
         except FrameError as e:
@@ -101,7 +150,7 @@ class Connection:
         if ch is None or (frame.join_ref is not None and ch.join_ref is not None and frame.join_ref != ch.join_ref):
             self._reply(frame, "error", {"reason": "unmatched topic"})
             return
-        payload = frame.payload if isinstance(frame.payload, dict) else {}
+        payload = _dict(frame.payload)
         if frame.event == "phx_leave":
             self._reply(frame, "ok", {})
             self._leave(ch)
@@ -114,47 +163,52 @@ class Connection:
         else:
             self._reply(frame, "error", {"reason": f"unknown event {frame.event[:64]!r}"})
 
-    # -- tokens -----------------------------------------------------------------------
-    def _verify(self, token: Any) -> tuple[dict[str, Any] | None, str]:
-        """Claims, or None and the reason Supabase would give."""
-        if not isinstance(token, str) or not token:
-            return None, "MalformedJWT: The token provided is not a valid JWT"
-        try:
-            claims = jwt.decode(token.removeprefix("Bearer ").strip(), self.rt.settings.jwt_secret)
-        except jwt.JWTError as e:
-            if e.expired:
-                with contextlib.suppress(Exception):
-                    exp = int(jwt.decode(token, self.rt.settings.jwt_secret, verify_exp=False).get("exp", 0))
-                    return None, f"InvalidJWTToken: Token has expired {max(0, int(time.time()) - exp)} seconds ago"
-                return None, "InvalidJWTToken: Token has expired"
-            if "signature is invalid" in e.reason:
-                return None, "JwtSignatureError: Failed to validate JWT signature"
-            return None, f"MalformedJWT: {e.reason}"
-        if "role" not in claims or "exp" not in claims:
-            return None, "InvalidJWTToken: Fields `role` and `exp` are required in JWT"
-        if claims["role"] not in API_ROLES:
-            return None, f"Unauthorized: role {str(claims['role'])[:64]!r} is not an API role"
-        return claims, ""
+    # -- time ---------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do (clock seconds), or None."""
+        times = [*self._token_checks.values(), *self._live_waits.values()]
+        return min(times) if times else None
 
-    def _schedule_expiry(self, ch: Channel) -> None:
-        old = self._timers.pop(ch, None)
-        if old is not None:
-            old.cancel()
+    @property
+    def awaiting_streaming(self) -> bool:
+        """A join waits for the WAL stream: the transport should ``tick`` as soon as it comes up."""
+        return bool(self._live_waits)
+
+    def tick(self, now: float | None = None) -> None:
+        """Time passed, or the WAL stream came up: announce live channels, re-check due tokens."""
+        now = self.clock() if now is None else now
+        if self._live_waits:
+            live = self.subscriptions.streaming()
+            for ch, give_up in list(self._live_waits.items()):
+                if live:
+                    del self._live_waits[ch]
+                    self._system(ch, "postgres_changes", "ok", "Subscribed to PostgreSQL")
+                elif now >= give_up:
+                    del self._live_waits[ch]
+                    self._system(ch, "postgres_changes", "error",
+                                 "Realtime was unable to connect to the project database")
+        for ch, due in list(self._token_checks.items()):
+            if due <= now:
+                self._confirm_token(ch, now)
+
+    # -- tokens -------------------------------------------------------------------------
+    def _schedule_token_check(self, ch: Channel, now: float) -> None:
+        self._token_checks.pop(ch, None)
         exp = ch.claims.get("exp")
         if not isinstance(exp, int | float):
             return
-        delay = min(CONFIRM_TOKEN_MAX_S, max(0.0, float(exp) - time.time()))
-        self._timers[ch] = asyncio.get_running_loop().call_later(delay + 0.001, self._confirm_token, ch)
+        delay = min(CONFIRM_TOKEN_MAX_S, max(0.0, float(exp) - now))
+        self._token_checks[ch] = now + delay + 0.001
 
-    def _confirm_token(self, ch: Channel) -> None:
-        self._timers.pop(ch, None)
+    def _confirm_token(self, ch: Channel, now: float) -> None:
+        self._token_checks.pop(ch, None)
         if ch.closed:
             return
-        claims, reason = self._verify(ch.token)
+        claims, reason = self.auth.verify(ch.token, now)
         if claims is None:
             self._shutdown(ch, reason.split(": ", 1)[-1])
         else:
-            self._schedule_expiry(ch)
+            self._schedule_token_check(ch, now)
 
     def _shutdown(self, ch: Channel, message: str) -> None:
         """Supabase's shutdown_response: a system error, then the channel closes (phx_close)."""
@@ -165,12 +219,13 @@ class Connection:
     def _access_token(self, ch: Channel, token: Any) -> None:
         if not isinstance(token, str) or not token or token == ch.token or token.startswith("sb_"):
             return
-        claims, reason = self._verify(token)
+        now = self.clock()
+        claims, reason = self.auth.verify(token, now)
         if claims is None:
             self._shutdown(ch, reason.split(": ", 1)[-1])
             return
         ch.set_claims(token, claims)
-        self._schedule_expiry(ch)
+        self._schedule_token_check(ch, now)
 
     # -- join / leave -------------------------------------------------------------------
     async def _join(self, frame: Frame) -> None:
@@ -178,15 +233,14 @@ class Connection:
         if not topic.startswith("realtime:") or topic == "realtime:":
             self._reply(frame, "error", {"reason": "TopicNameRequired: You must provide a topic name"})
             return
-        payload = frame.payload if isinstance(frame.payload, dict) else {}
-        config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-        assert isinstance(config, dict)
+        payload = _dict(frame.payload)
+        config = _dict(payload.get("config"))
         if config.get("private") is True:
             self._reply(frame, "error", {"reason": "PrivateChannelsUnsupported: this stack serves public channels"
                                                    " only (no realtime.messages authorization)"})
             return
         token = payload.get("access_token") or self.api_key
-        claims, reason = self._verify(token)
+        claims, reason = self.auth.verify(token, self.clock())
         if claims is None:
             self._reply(frame, "error", {"reason": reason})
             return
@@ -195,10 +249,8 @@ class Connection:
             self.send(Frame(topic=topic, event="phx_close", payload={}, ref=existing.join_ref,
                             join_ref=existing.join_ref))
             self._leave(existing)
-        broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}
-        presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
-        assert isinstance(broadcast, dict) and isinstance(presence, dict)
-        ch = Channel(conn=self, topic=topic, join_ref=frame.join_ref or frame.ref, claims=claims, token=str(token),
+        broadcast, presence = _dict(config.get("broadcast")), _dict(config.get("presence"))
+        ch = Channel(outbox=self, topic=topic, join_ref=frame.join_ref or frame.ref, claims=claims, token=str(token),
                      self_broadcast=broadcast.get("self") is True, ack_broadcast=broadcast.get("ack") is True,
                      presence_key=str(presence.get("key") or "") or str(uuid.uuid4()),
                      presence_enabled=presence.get("enabled") is True)
@@ -213,66 +265,54 @@ class Connection:
                 error = str(e)
                 break
         if not error and subs:
-            error = await self.rt.validate_subscriptions(subs)
+            error = await self.subscriptions.validate(subs)
+            if self.closed:  # the socket went away while the publication was asked
+                return
         reply_changes = []
         for i, p in enumerate(pg_params):
             b = Binding(channel=ch, sub=subs[i]) if not error else None
             if b is not None:
                 ch.bindings.append(b)
-            echo = {k: v for k, v in (p.items() if isinstance(p, dict) else ()) if k in
-                    ("event", "schema", "table", "filter", "select")}
+            echo = {k: v for k, v in _dict(p).items() if k in ("event", "schema", "table", "filter", "select")}
             echo["id"] = b.id if b is not None else 0
             reply_changes.append(echo)
         self.channels[topic] = ch
         self.hub.add(ch)
         self._reply(frame, "ok", {"postgres_changes": reply_changes})
-        self._schedule_expiry(ch)
+        now = self.clock()
+        self._schedule_token_check(ch, now)
         if ch.presence_enabled:
             self.send(Frame(topic=topic, event="presence_state", payload=self.hub.presence_state(topic),
                             join_ref=ch.join_ref))
         if pg_params:
             if error:
                 self._system(ch, "postgres_changes", "error", error)
-            else:
-                asyncio.get_running_loop().create_task(self._announce_live(ch))
-
-    async def _announce_live(self, ch: Channel) -> None:
-        """The 'Subscribed to PostgreSQL' message goes out only once changes are streaming."""
-        ok = await self.rt.wait_streaming(timeout=10.0)
-        if ch.closed:
-            return
-        if ok:
-            self._system(ch, "postgres_changes", "ok", "Subscribed to PostgreSQL")
-        else:
-            self._system(ch, "postgres_changes", "error", "Realtime was unable to connect to the project database")
+            elif self.subscriptions.streaming():  # 'Subscribed to PostgreSQL' only once changes really flow
+                self._system(ch, "postgres_changes", "ok", "Subscribed to PostgreSQL")
+            else:  # ... which ``tick`` says when the WAL stream is up (or gives up at the deadline)
+                self._live_waits[ch] = now + LIVE_WAIT_S
 
     def _drop(self, ch: Channel) -> None:
-        timer = self._timers.pop(ch, None)
-        if timer is not None:
-            timer.cancel()
+        self._token_checks.pop(ch, None)
+        self._live_waits.pop(ch, None)
         leaves = self.hub.untrack(ch)
         self.hub.remove(ch)
         if leaves:
-            self._fan_out(ch.topic, "presence_diff", {"joins": {}, "leaves": leaves})
+            self.hub.fan_out(ch.topic, "presence_diff", {"joins": {}, "leaves": leaves})
 
     def _leave(self, ch: Channel) -> None:
         if self.channels.get(ch.topic) is ch:
             del self.channels[ch.topic]
         self._drop(ch)
 
-    # -- broadcast and presence -------------------------------------------------------------
-    def _fan_out(self, topic: str, event: str, payload: dict[str, Any], skip: Channel | None = None) -> None:
-        for other in list(self.hub.topics.get(topic, ())):
-            if other is not skip:
-                other.conn.send(Frame(topic=topic, event=event, payload=payload, join_ref=other.join_ref))
-
+    # -- broadcast and presence ---------------------------------------------------------
     def _broadcast(self, ch: Channel, frame: Frame, payload: dict[str, Any]) -> None:
         event = payload.get("event")
         if not isinstance(event, str):
             self._reply(frame, "error", {"reason": "broadcast needs an event name"})
             return
         out = {"type": "broadcast", "event": event, "payload": payload.get("payload", {})}
-        self._fan_out(ch.topic, "broadcast", out, skip=None if ch.self_broadcast else ch)
+        self.hub.fan_out(ch.topic, "broadcast", out, skip=None if ch.self_broadcast else ch)
         if ch.ack_broadcast:
             self._reply(frame, "ok", {})
 
@@ -283,26 +323,14 @@ class Connection:
             if not isinstance(meta, dict):
                 self._reply(frame, "error", {"reason": "Presence track payload must be a map"})
                 return
-            if not ch.presence_enabled:
-                ch.presence_enabled = True
+            ch.presence_enabled = True
             joins, leaves = self.hub.track(ch, meta)
             self._reply(frame, "ok", {})
-            self._fan_out(ch.topic, "presence_diff", {"joins": joins, "leaves": leaves})
+            self.hub.fan_out(ch.topic, "presence_diff", {"joins": joins, "leaves": leaves})
         elif event == "untrack":
             leaves = self.hub.untrack(ch)
             self._reply(frame, "ok", {})
             if leaves:
-                self._fan_out(ch.topic, "presence_diff", {"joins": {}, "leaves": leaves})
+                self.hub.fan_out(ch.topic, "presence_diff", {"joins": {}, "leaves": leaves})
         else:
             self._reply(frame, "error", {"reason": "presence event must be track or untrack"})
-
-
-def broadcast_from_api(hub: Hub, topic: str, event: str, payload: Any) -> int:
-    """The REST broadcast endpoint's delivery: every channel on the topic gets it."""
-    full = topic if topic.startswith("realtime:") else f"realtime:{topic}"
-    n = 0
-    for ch in list(hub.topics.get(full, ())):
-        ch.conn.send(Frame(topic=full, event="broadcast",
-                           payload={"type": "broadcast", "event": event, "payload": payload}, join_ref=ch.join_ref))
-        n += 1
-    return n

@@ -50,12 +50,15 @@ class Subscription:
     select: tuple[str, ...] | None = None
 
 
-def _split_top_level(text: str) -> list[str]:
+def _split_top_level(text: str, opened: bool = False) -> list[str]:
+    """Split at commas outside parentheses and quotes. A quote opens a quoted value only where a value
+    starts: after ``.``, ``(`` or a comma (spaces between ignored), or at the start of an ``in`` list's
+    body (``opened``), so ``in.(a, "b,c")`` is two values."""
     parts: list[str] = []
     cur: list[str] = []
     depth = 0
     quoted = False
-    prev = ""
+    prev = "(" if opened else ""
     i = 0
     while i < len(text):
         ch = text[i]
@@ -79,10 +82,10 @@ def _split_top_level(text: str) -> list[str]:
         elif ch == "," and depth == 0:
             parts.append("".join(cur))
             cur = []
-            ch = ""
         else:
             cur.append(ch)
-        prev = ch
+        if ch != " ":
+            prev = ch
         i += 1
     parts.append("".join(cur))
     return parts
@@ -106,7 +109,7 @@ def _unquote(value: str) -> str:
 
 
 def _split_in_list(body: str) -> tuple[str, ...]:
-    return tuple(_unquote(p.strip()) for p in _split_top_level(body) if p.strip() != "")
+    return tuple(_unquote(p.strip()) for p in _split_top_level(body, opened=True) if p.strip() != "")
 
 
 def parse_filter(text: str) -> tuple[ColumnFilter, ...]:

@@ -1,7 +1,9 @@
 """Who is subscribed to what: channels by topic, postgres_changes bindings by table, presence.
 
-The hub is plain data with no I/O; the connection and the change dispatcher
-read and write it from the one event loop, so it needs no locks.
+The hub is plain data with no I/O; the connections and the change dispatcher read and
+write it from the one event loop, so it needs no locks. A channel reaches its client
+through an ``Outbox`` (anything with ``send(frame)``: the sans-IO ``Connection``, or a
+list in a test), so this module knows nothing of connections, sockets or the server.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from harness.phoenix.codec import Frame
 from stack.realtime.filters import Subscription, matches
 
 if TYPE_CHECKING:
-    from stack.realtime.connection import Connection
     from stack.realtime.wal import Change
 
-__all__ = ["Binding", "Channel", "Hub"]
+__all__ = ["Binding", "Channel", "Hub", "Outbox"]
+
+
+class Outbox(Protocol):
+    """Where a channel's frames go: its connection's queue to the client."""
+
+    def send(self, frame: Frame) -> None: ...
 
 _binding_ids = itertools.count(1)
 
@@ -48,7 +56,7 @@ class Binding:
 class Channel:
     """A topic joined on one connection (Phoenix's channel process)."""
 
-    conn: Connection
+    outbox: Outbox
     topic: str
     join_ref: str | None
     claims: dict[str, Any]
@@ -120,6 +128,21 @@ class Hub:
 
     def binding_count(self) -> int:
         return sum(len(v) for v in self._by_table.values())
+
+    # -- fan-out -------------------------------------------------------------------
+    def fan_out(self, topic: str, event: str, payload: Any, skip: Channel | None = None) -> int:
+        """One frame to every channel on ``topic`` (but ``skip``), each under its own join_ref; how many got it."""
+        n = 0
+        for ch in list(self.topics.get(topic, ())):
+            if ch is not skip:
+                ch.outbox.send(Frame(topic=topic, event=event, payload=payload, join_ref=ch.join_ref))
+                n += 1
+        return n
+
+    def broadcast_from_api(self, topic: str, event: str, payload: Any) -> int:
+        """The REST broadcast endpoint's delivery: every channel on the topic gets it."""
+        full = topic if topic.startswith("realtime:") else f"realtime:{topic}"
+        return self.fan_out(full, "broadcast", {"type": "broadcast", "event": event, "payload": payload})
 
     # -- presence ------------------------------------------------------------------
     def presence_state(self, topic: str) -> dict[str, Any]:

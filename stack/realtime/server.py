@@ -1,38 +1,53 @@
 """The realtime endpoint: websocket at ``/realtime/v1/websocket``, REST broadcast at
 ``/realtime/v1/api/broadcast``, and the change pipeline behind them.
 
-``Realtime`` is created in the app's lifespan and lives on the app's event loop.
-It offers ``restart()`` for fault tests: every socket is dropped, the WAL source
-starts again at the current end of the WAL (Supabase Realtime does not replay
-what happened while clients were away), and clients' own reconnect logic rejoins.
+``Realtime`` is created in the app's lifespan and lives on the app's event loop; it is the
+composition root of the realtime modules. It offers ``restart()`` for fault tests: every socket
+is dropped, the WAL source starts again at the current end of the WAL (Supabase Realtime does not
+replay what happened while clients were away), and clients' own reconnect logic rejoins.
 
-Its replication slot is named for this host and process (``stack.realtime.slots``);
-at start and at stop it also drops our slots whose owning process is gone.
+Import graph of ``stack/realtime/`` (``a -> b``: a imports b; acyclic, no ``TYPE_CHECKING`` back edges)::
+
+    server      -> transport, connection, changes, publication, tokens, hub, wal, codec
+    transport   -> connection
+    connection  -> hub, filters, codec
+    changes     -> hub, filters, wal, codec
+    hub         -> filters, codec            (and wal's ``Change``, for type checking only)
+    publication -> filters
+    tokens      -> stack.jwt, stack.db
+    wal         -> stack.postgres
+    filters     -> (standard library)
+    codec        = harness.phoenix.codec -> (standard library)
+
+``connection`` is the sans-IO protocol; ``transport`` moves its messages over a Starlette
+websocket; ``tokens`` (its ``Auth``), ``publication`` (its ``Subscriptions``) and ``hub`` are what
+it is given. See docs/protocol/realtime.md.
+
+Its replication slot is named for this host and process (``stack.realtime.slots``); at start and at stop
+it also drops our slots whose owning process is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-from typing import Any
 
-import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
+from harness.phoenix.codec import VSN1, VSN2
 from stack import jwt
-from stack.db import connect
 from stack.ddl import DdlWatch
 from stack.realtime.changes import ChangeDispatcher
-from stack.realtime.connection import Connection, broadcast_from_api
-from stack.realtime.filters import Subscription
-from stack.realtime.frames import VSN1, VSN2
+from stack.realtime.connection import Connection
 from stack.realtime.hub import Hub
+from stack.realtime.publication import Publication
 from stack.realtime.slots import drop_slot, drop_stale_slots, ensure_slot, slot_name
+from stack.realtime.tokens import TokenVerifier
+from stack.realtime.transport import WebSocketTransport
 from stack.realtime.wal import PollingSource, StreamingSource
 from stack.settings import StackSettings
 
@@ -40,6 +55,7 @@ __all__ = ["MODES", "Realtime", "routes"]
 
 log = logging.getLogger("stack.realtime")
 MODES = ("streaming", "hosted-polling")
+CLOSE_SERVICE_RESTART = 1012
 
 
 class Realtime:
@@ -57,8 +73,10 @@ class Realtime:
         self._own_ddl = False
         self.accepting = False
         self.sockets: dict[Connection, WebSocket] = {}
-        self._catalog: psycopg.AsyncConnection | None = None
-        self._catalog_lock = asyncio.Lock()
+        self.tokens = TokenVerifier(settings.jwt_secret, (settings.anon_key, settings.service_role_key))
+        self.publication = Publication(settings.realtime_dsn,
+                                       lambda: self.source.connected if self.source is not None else None,
+                                       prepare=lambda subs: self.dispatcher.prepare(subs))
         self.ddl = ddl
         self._swept = False
         if ddl is not None:
@@ -83,9 +101,9 @@ class Realtime:
     async def stop(self, drop: bool = True) -> None:
         self.accepting = False
         for conn, ws in list(self.sockets.items()):
-            conn.close()
+            conn.close(CLOSE_SERVICE_RESTART)
             with contextlib.suppress(Exception):
-                await ws.close(code=1012)  # service restart: clients reconnect by themselves
+                await ws.close(code=CLOSE_SERVICE_RESTART)  # clients reconnect by themselves
         self.sockets.clear()
         if self.source is not None:
             await self.source.stop()
@@ -99,9 +117,7 @@ class Realtime:
             self.ddl = None
             self._own_ddl = False
         await self.dispatcher.close()
-        if self._catalog is not None:
-            await self._catalog.close()
-            self._catalog = None
+        await self.publication.close()
         if drop:
             if self.mode == "streaming":
                 await drop_slot(self.settings.realtime_dsn, self.slot)
@@ -115,56 +131,6 @@ class Realtime:
             await asyncio.sleep(downtime)
         await self.start()
 
-    async def wait_streaming(self, timeout: float) -> bool:
-        if self.source is None:
-            return False
-        try:
-            await asyncio.wait_for(self.source.connected.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def validate_subscriptions(self, subs: list[Subscription]) -> str:
-        """'' if every subscription names a published table and existing filter columns, else the error."""
-        async with self._catalog_lock:
-            try:
-                if self._catalog is None or self._catalog.closed or self._catalog.broken:
-                    self._catalog = await connect(self.settings.realtime_dsn, autocommit=True)
-                for s in subs:
-                    cur = await self._catalog.execute(
-                        "select pt.attnames from pg_publication_tables pt where pt.pubname = 'supabase_realtime'"
-                        " and pt.schemaname like (case %(s)s when '*' then '%%' else %(s)s end)"
-                        " and pt.tablename like (case %(t)s when '*' then '%%' else %(t)s end)",
-                        {"s": s.schema, "t": s.table})
-                    rows = await cur.fetchall()
-                    if not rows:
-                        return ("Unable to subscribe to changes with given parameters. Please check Realtime is "
-                                f"enabled for the given connect parameters: [event: {s.event}, schema: {s.schema}, "
-                                f"table: {s.table}, filters: {[f.column for f in s.filters]}]")
-                    if s.table != "*":
-                        cols = set(rows[0][0] or ())
-                        missing = [f.column for f in s.filters if f.column not in cols]
-                        if missing:
-                            return f"Unable to subscribe to changes: column {missing[0]!r} does not exist"
-            except psycopg.Error as e:
-                self._catalog = None
-                return f"Realtime was unable to connect to the project database: {str(e).strip()[:200]}"
-        return ""
-
-    def key_ok(self, key: str | None) -> bool:
-        """A project API key, or any unexpired JWT signed with the project secret (as the realtime server
-        itself accepts at connect; the key's role does not grant anything: each join's token decides)."""
-        if not key:
-            return False
-        if any(hmac.compare_digest(key.encode(), k.encode())
-               for k in (self.settings.anon_key, self.settings.service_role_key)):
-            return True
-        try:
-            jwt.decode(key, self.settings.jwt_secret)
-        except jwt.JWTError:
-            return False
-        return True
-
 
 async def websocket_endpoint(ws: WebSocket) -> None:
     rt: Realtime = ws.app.state.realtime
@@ -173,47 +139,19 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if not rt.accepting:
         await ws.close(code=1013)  # try again later
         return
-    if not rt.key_ok(api_key):
+    if not rt.tokens.api_key_ok(api_key):
         await ws.close(code=1008)  # refused before the upgrade: HTTP 403
         return
     vsn = VSN2 if params.get("vsn") == VSN2 else VSN1
     await ws.accept()
-
-    async def send(data: str | bytes) -> None:
-        if isinstance(data, bytes):
-            await ws.send_bytes(data)
-        else:
-            await ws.send_text(data)
-
-    conn = Connection(rt, send, vsn, str(api_key))
+    transport = WebSocketTransport(ws, rt.publication.wait_streaming)
+    conn = Connection(hub=rt.hub, auth=rt.tokens, subscriptions=rt.publication, vsn=vsn, api_key=str(api_key),
+                      wakeup=transport.wakeup)
     rt.sockets[conn] = ws
-    writer = asyncio.get_running_loop().create_task(_write(conn, ws))
     try:
-        while not conn.closed.is_set():
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data: Any = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
-            if data is not None:
-                await conn.receive(data)
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        await transport.run(conn)
     finally:
-        conn.close()
         rt.sockets.pop(conn, None)
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(writer, 2)
-        with contextlib.suppress(Exception):
-            await ws.close()
-
-
-async def _write(conn: Connection, ws: WebSocket) -> None:
-    try:
-        await conn.writer()
-    except Exception:  # the socket went away under us
-        conn.close()
-        with contextlib.suppress(Exception):
-            await ws.close(code=1011)
 
 
 async def api_broadcast(request: Request) -> Response:
@@ -236,7 +174,7 @@ async def api_broadcast(request: Request) -> Response:
             return JSONResponse({"errors": {"messages": ["each message needs a topic and an event"]}},
                                 status_code=422)
     for m in messages:
-        broadcast_from_api(rt.hub, m["topic"], m["event"], m.get("payload", {}))
+        rt.hub.broadcast_from_api(m["topic"], m["event"], m.get("payload", {}))
     return Response(status_code=202)
 
 

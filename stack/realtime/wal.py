@@ -44,7 +44,7 @@ import psycopg
 from stack.db import connect
 from stack.postgres import find_bindir
 
-__all__ = ["Change", "PollingSource", "StreamingSource", "Transaction", "WalDecoder", "parse_lsn"]
+__all__ = ["Change", "PollingSource", "StreamingSource", "Transaction", "WalDecoder", "WalFormatError", "parse_lsn"]
 
 log = logging.getLogger("stack.realtime.wal")
 WAL2JSON_OPTIONS = {"format-version": "2", "include-timestamp": "1", "include-lsn": "1", "include-pk": "1",
@@ -99,26 +99,48 @@ def _columns(items: Any) -> tuple[dict[str, Any], dict[str, str]]:
     return values, types
 
 
-class WalDecoder:
-    """Turns wal2json v2 messages (one JSON object each) into whole transactions. Sans-IO."""
+class WalFormatError(ValueError):
+    """A line that is not a wal2json v2 message (torn, or garbage); its transaction is dropped whole."""
 
-    def __init__(self) -> None:
+
+class WalDecoder:
+    """Turns wal2json v2 messages (one JSON object each) into whole transactions. Sans-IO.
+
+    A transaction is handed out only complete: after a bad line (``WalFormatError``) the rest of
+    its transaction is skipped up to the next ``B``, so no subscriber ever sees half of one.
+    """
+
+    def __init__(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.clock = clock  # stamps ``Transaction.received_ns``
         self._changes: list[Change] = []
+        self._broken = False
 
     def feed(self, message: str | bytes) -> Transaction | None:
-        # Decimal keeps numeric's digits (2.50 stays 2.50); PostgreSQL re-renders the row from it.
-        msg = json.loads(message, parse_float=Decimal)
+        try:
+            # Decimal keeps numeric's digits (2.50 stays 2.50); PostgreSQL re-renders the row from it.
+            msg = json.loads(message, parse_float=Decimal)
+            if not isinstance(msg, dict):
+                raise TypeError("not an object")
+            return self._message(msg)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self._changes, self._broken = [], True
+            text = message.decode(errors="replace") if isinstance(message, bytes) else message
+            raise WalFormatError(f"not a wal2json v2 message ({type(e).__name__}): {text[:120]!r}") from e
+
+    def _message(self, msg: dict[str, Any]) -> Transaction | None:
         action = msg.get("action")
         if action == "B":
-            self._changes = []
+            self._changes, self._broken = [], False
             return None
         if action == "C":
             xid = msg.get("xid")
             tx = Transaction(commit_lsn=parse_lsn(msg["lsn"]), commit_timestamp=commit_time_iso(msg["timestamp"]),
-                             changes=self._changes, received_ns=time.perf_counter_ns(),
+                             changes=self._changes, received_ns=self.clock(),
                              xid=int(xid) if xid is not None else None)
-            self._changes = []
-            return tx
+            broken, self._changes, self._broken = self._broken, [], False
+            return None if broken else tx
+        if self._broken:
+            return None
         if action in ACTIONS:
             record, types = _columns(msg.get("columns"))
             identity, id_types = _columns(msg.get("identity"))
@@ -190,7 +212,11 @@ class StreamingSource:
                     if not line:
                         break
                     got_any = True
-                    tx = decoder.feed(line)
+                    try:
+                        tx = decoder.feed(line)
+                    except WalFormatError as e:
+                        log.warning("%s", e)
+                        continue
                     if tx is None:
                         continue
                     if tx.commit_lsn <= self.last_commit_lsn:
@@ -267,7 +293,11 @@ class PollingSource:
                         rows = await cur.fetchall()
                         decoder = WalDecoder()
                         for (data,) in rows:
-                            tx = decoder.feed(data)
+                            try:
+                                tx = decoder.feed(data)
+                            except WalFormatError as e:
+                                log.warning("%s", e)
+                                continue
                             if tx is not None and tx.changes:
                                 await self.on_transaction(tx)
                         await asyncio.sleep(self.interval if rows else self.idle_interval)

@@ -19,6 +19,7 @@ __all__ = ["Embed", "Field", "Filter", "Logic", "Order", "Star", "parse_filter",
 OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch", "in", "is", "isdistinct",
              "cs", "cd", "ov", "sl", "sr", "nxr", "nxl", "adj", "fts", "plfts", "phfts", "wfts"}
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ $\-]*$")
+MAX_NESTING = 32  # deeper embeds or logic trees get a 400, not Python's RecursionError (a 500)
 CAST = re.compile(r"^[A-Za-z_][A-Za-z0-9_ \[\]]*$")
 
 
@@ -149,7 +150,10 @@ def parse_field(text: str) -> Field:
     return Field(name, tuple(path), cast, alias)
 
 
-def parse_select(text: str) -> tuple[Field | Star | Embed, ...]:
+def parse_select(text: str, _depth: int = 0) -> tuple[Field | Star | Embed, ...]:
+    if _depth > MAX_NESTING:
+        raise parse_error(f"failed to parse select parameter ({text[:100]})",
+                          f"embedded resources nested deeper than {MAX_NESTING} levels")
     items: list[Field | Star | Embed] = []
     for raw in split_top(text or "*"):
         raw = raw.strip()
@@ -174,7 +178,8 @@ def parse_select(text: str) -> tuple[Field | Star | Embed, ...]:
                     continue
                 else:
                     hint = _name(p, "hint")
-            items.append(Embed(rel, alias, hint, is_inner, parse_select(inner) if inner.strip() else (Star(),)))
+            items.append(Embed(rel, alias, hint, is_inner,
+                               parse_select(inner, _depth + 1) if inner.strip() else (Star(),)))
             continue
         items.append(parse_field(raw))
     return tuple(items) or (Star(),)
@@ -207,19 +212,21 @@ def parse_filter(key: str, value: str) -> Filter:
     return Filter(fld, op, unquote(raw), negate, language)
 
 
-def parse_logic(key: str, value: str) -> Logic:
+def parse_logic(key: str, value: str, _depth: int = 0) -> Logic:
     """``or=(a.eq.1,and(b.gt.2,c.is.null))``; ``key`` is or | and | not.or | not.and."""
     negate = key.startswith("not.")
     op = key[4:] if negate else key
     if op not in ("and", "or") or not (value.startswith("(") and value.endswith(")")):
         raise parse_error(f"failed to parse logic tree ({value})", "expected and=(...) or or=(...)")
-    return Logic(op, tuple(_logic_item(p.strip()) for p in split_top(value[1:-1]) if p.strip()), negate)
+    if _depth > MAX_NESTING:
+        raise parse_error(f"failed to parse logic tree ({value[:100]})", f"nested deeper than {MAX_NESTING} levels")
+    return Logic(op, tuple(_logic_item(p.strip(), _depth) for p in split_top(value[1:-1]) if p.strip()), negate)
 
 
-def _logic_item(text: str) -> Filter | Logic:
+def _logic_item(text: str, depth: int) -> Filter | Logic:
     m = re.match(r"^(not\.)?(and|or)(\(.*\))$", text, re.S)
     if m:
-        return parse_logic((m.group(1) or "") + m.group(2), m.group(3))
+        return parse_logic((m.group(1) or "") + m.group(2), m.group(3), depth + 1)
     fm = re.match(r"^([^.]+(?:->>?[^.]+)*)\.(.*)$", text, re.S)
     if not fm:
         raise parse_error(f"failed to parse logic tree ({text})", "expected column.operator.value")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -13,8 +14,8 @@ from typing import Any
 import psycopg
 import websockets
 
+from harness.phoenix.codec import VSN1, Frame, decode
 from stack import jwt
-from stack.realtime.frames import VSN1, Frame, decode
 from stack.server import EmbeddedStack
 
 RT_TABLE_SQL = """
@@ -103,10 +104,8 @@ class RawClient:
             if left <= 0 or self._reader.done():
                 raise TimeoutError(f"no matching frame; got {[(f.event, f.payload) for f in self.inbox][-5:]}")
             self._new.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), left)
-            except TimeoutError:
-                pass
 
     async def reply(self, ref: str, timeout: float = 5.0) -> Frame:
         return await self.wait(lambda f: f.event == "phx_reply" and f.ref == ref, timeout)

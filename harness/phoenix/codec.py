@@ -1,4 +1,4 @@
-"""Phoenix channel frames, both serializer versions, without any I/O.
+"""Phoenix channel frames, both serializer versions, without any I/O: the one wire codec.
 
 The official clients speak Phoenix's websocket protocol in two dialects:
 
@@ -9,8 +9,11 @@ The official clients speak Phoenix's websocket protocol in two dialects:
   broadcasts (kind 3, "user broadcast push") and, from the server, kind 4
   ("user broadcast").
 
-Written by hand because no Python library speaks Phoenix's server side; the
-layouts follow realtime-js's ``lib/serializer.ts``.
+Both sides use this module: the harness's client protocol (``protocol.py``) and the
+embedded stack's realtime server (``stack.realtime``). It imports nothing but the
+standard library, so the stack depends on it and never the reverse. Written by hand
+because no Python library speaks Phoenix's server side; the layouts follow
+realtime-js's ``lib/serializer.ts``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Frame", "FrameError", "RawPayload", "decode", "dumps", "encode"]
+__all__ = ["VSN1", "VSN2", "Frame", "FrameError", "RawPayload", "decode", "dumps", "encode"]
 
 VSN1 = "1.0.0"
 VSN2 = "2.0.0"
@@ -69,7 +72,7 @@ def decode(data: str | bytes, vsn: str = VSN1) -> Frame:
         return _decode_binary(data)
     try:
         msg = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
         raise FrameError("frame is not JSON") from e
     if isinstance(msg, list):
         if len(msg) != 5:
@@ -95,14 +98,17 @@ def _decode_binary(buf: bytes) -> Frame:
     for n in (join_len, ref_len, topic_len, event_len, meta_len):
         if off + n > len(buf):
             raise FrameError("truncated binary frame")
-        parts.append(buf[off:off + n].decode("utf-8", errors="strict"))
+        try:
+            parts.append(buf[off:off + n].decode("utf-8", errors="strict"))
+        except UnicodeDecodeError as e:
+            raise FrameError("binary frame header is not UTF-8") from e
         off += n
     join_ref, ref, topic, event, meta = parts
     body = buf[off:]
     try:
         user_payload: Any = json.loads(body) if encoding == ENC_JSON else body
         meta_obj = json.loads(meta) if meta else {}
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise FrameError("binary frame payload is not JSON") from e
     payload: dict[str, Any] = {"type": "broadcast", "event": event, "payload": user_payload}
     if isinstance(meta_obj, dict):
