@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from stack.realtime.frames import VSN1
 
 from stack import jwt
 from stack.postgres import Cluster
-from stack.realtime.frames import VSN1
 from stack.realtime.slots import parse_slot_name, process_start
 from stack.server import LOGIN_ROLES, EmbeddedStack
 from tests.stack.rt_support import RawClient, ensure_rt_table, user_token, write, ws_url

@@ -24,3 +24,9 @@ def test_judging_and_reporting_import_nothing_of_the_runtime() -> None:
     assert "harness.criteria" in loaded and "harness.report" in loaded  # the probe itself works
     bad = [m for m in loaded if any(m == r or m.startswith(r + ".") for r in RUNTIME)]
     assert bad == []
+
+
+def test_the_harness_client_protocol_does_not_import_the_stack() -> None:
+    loaded = imported_by("harness.phoenix.protocol", "harness.phoenix.codec")
+    assert "harness.phoenix.codec" in loaded
+    assert [m for m in loaded if m == "stack" or m.startswith("stack.")] == []

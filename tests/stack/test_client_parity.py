@@ -131,7 +131,8 @@ def run_py(stack: EmbeddedStack, steps: list[dict[str, Any]]) -> list[dict[str, 
                 client.auth.sign_out()
                 res = {"data": None, "error": None}
             elif op == "adminCreate":
-                u = admin.auth.admin.create_user({"email": s["email"], "password": s["password"], "email_confirm": True}).user
+                u = admin.auth.admin.create_user({"email": s["email"], "password": s["password"],
+                                                  "email_confirm": True}).user
                 res = {"data": {"email": u.email, "id": u.id}, "error": None}
             elif op == "adminList":
                 users = admin.auth.admin.list_users(page=1, per_page=1000)

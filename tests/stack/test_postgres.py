@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,10 +24,8 @@ def _wait_dead(pid: int, timeout: float = 15.0) -> bool:
         if not _pid_alive(pid):
             return True
         # reap if it is our child
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.05)
     return not _pid_alive(pid)
 

@@ -124,7 +124,7 @@ def test_set_auth_refresh_keeps_channel_and_expiry_closes_it(stack: EmbeddedStac
         # channel's error state) and closes the channel
         await client.set_auth(user_token(stack, owner, exp_in=1))
         await until(lambda: any("CHANNEL_ERROR" in st for st, _ in states), timeout=5)
-        err = [e for st, e in states if "CHANNEL_ERROR" in st][0]
+        err = next(e for st, e in states if "CHANNEL_ERROR" in st)
         assert "Token has expired" in err
         await until(lambda: ch.is_closed, timeout=5)
         await client.close()

@@ -82,7 +82,7 @@ def test_numeric_digits_survive(stack: EmbeddedStack) -> None:
         await c.join("realtime:num", PG, token=user_token(stack, owner))
         write(stack, "insert into rt_items (owner, n) values (%s, 12.50)", (owner,))
         await c.wait(lambda f: f.event == "postgres_changes")
-        raw = [m for m in c.inbox if m.event == "postgres_changes"][0]
+        raw = next(m for m in c.inbox if m.event == "postgres_changes")
         assert str(raw.payload["data"]["record"]["n"]) in ("12.5", "12.50")
         await c.close()
     run(go())

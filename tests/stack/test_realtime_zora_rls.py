@@ -20,7 +20,7 @@ def sub(table: str, flt: str | None = None, event: str = "*") -> dict:
 def test_each_role_receives_exactly_what_it_may_see(stack: EmbeddedStack) -> None:
     c1, c2, admin = make_user(stack), make_user(stack), make_user(stack, "admin")
     v1_user, v1 = make_vendor(stack)
-    v2_user, v2 = make_vendor(stack)
+    v2_user, _v2 = make_vendor(stack)
     p1 = make_product(stack, v1)
     tag = uuid.uuid4().hex[:8]
 
@@ -28,7 +28,7 @@ def test_each_role_receives_exactly_what_it_may_see(stack: EmbeddedStack) -> Non
         # every subscriber listens to the whole tables, unfiltered: RLS alone must decide
         tables = {"postgres_changes": [sub("orders"), sub("cart_items"), sub("notifications")]}
         clients = {}
-        for name, uid, tok in [("c1", c1, token(stack, c1)), ("c2", c2, token(stack, c2)),
+        for name, _uid, tok in [("c1", c1, token(stack, c1)), ("c2", c2, token(stack, c2)),
                                ("v1", v1_user, token(stack, v1_user)), ("v2", v2_user, token(stack, v2_user)),
                                ("admin", admin, token(stack, admin)), ("anon", None, None)]:
             c = await RawClient.connect(ws_url(stack))

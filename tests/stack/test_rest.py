@@ -144,7 +144,8 @@ def test_writes_with_and_without_returning(stack: EmbeddedStack, shop: dict[str,
     gone = c.table("cart_items").delete().eq("product_id", shop["p1"]).execute()
     assert [r["quantity"] for r in gone.data] == [7]
     assert sql(stack, "select count(*) from cart_items where user_id = %s", (shop["c1"],)) == [(0,)]
-    rows = [{"user_id": shop["c1"], "product_id": shop["p1"], "quantity": 3}, {"user_id": shop["c1"], "product_id": shop["p2"]}]
+    rows = [{"user_id": shop["c1"], "product_id": shop["p1"], "quantity": 3},
+            {"user_id": shop["c1"], "product_id": shop["p2"]}]
     with pytest.raises(APIError) as e:  # a key missing from one object is NULL by default, as in PostgREST
         c.table("cart_items").insert(rows).execute()
     assert e.value.code == "23502"
