@@ -39,6 +39,7 @@ class DeviceNetwork:
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or 80
         self.proxies: dict[str, FaultProxy] = {}
+        self.inspect = False  # proxies that read WebSocket frames (for drop_frames: calibration only)
 
     @staticmethod
     def name(device: str) -> str:
@@ -47,7 +48,8 @@ class DeviceNetwork:
     async def add(self, device: str) -> FaultProxy:
         name = self.name(device)
         if name not in self.proxies:
-            self.proxies[name] = await FaultProxy(self.host, self.port, name=name, history=self.history).start()
+            self.proxies[name] = await FaultProxy(self.host, self.port, name=name, history=self.history,
+                                                  inspect_websocket=self.inspect).start()
         return self.proxies[name]
 
     def proxy(self, device: str) -> FaultProxy:

@@ -142,7 +142,8 @@ def _over_time(out: Path, a: Analysis) -> None:
     ax.set_xlabel("time of the write (s since the run started)")
     ax.set_ylabel("write->deliver (ms)")
     ax.set_title("Latency over time (shaded: faults)")
-    ax.legend(fontsize=7, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "latency_over_time.png", dpi=110)
     plt.close(fig)

@@ -63,6 +63,7 @@ class EmbeddedStack:
     jwt_exp: int = 3600
     realtime_mode: str = "streaming"
     fault_delivery_delay_ms: int = 0
+    fault_refuse_joins_s: float = 0.0
     cluster: Cluster | None = None
     settings: StackSettings | None = None
     _server: uvicorn.Server | None = None
@@ -154,6 +155,7 @@ class EmbeddedStack:
             jwt_exp=self.jwt_exp,
             realtime_mode=self.realtime_mode,
             fault_delivery_delay_ms=self.fault_delivery_delay_ms,
+            fault_refuse_joins_s=self.fault_refuse_joins_s,
         )
 
     def _prepare_own_cluster(self) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from stack.realtime.frames import VSN1
 
+from harness.phoenix.codec import VSN1
 from stack import jwt
 from stack.postgres import Cluster
 from stack.realtime.slots import parse_slot_name, process_start

@@ -22,7 +22,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import DATA_OPCODES, Frame
 
 from harness.phoenix.codec import VSN1
-from harness.phoenix.protocol import SUPABASE_JS_POLICY, Closed, Message, PhoenixProtocol, ReconnectPolicy, Reply
+from harness.phoenix.protocol import (
+    SUPABASE_JS_POLICY,
+    ChannelState,
+    Closed,
+    Message,
+    PhoenixProtocol,
+    ReconnectPolicy,
+    Reply,
+)
 
 __all__ = ["AsyncPhoenix"]
 
@@ -72,6 +80,9 @@ class AsyncPhoenix:
         self._opened = asyncio.Event()
         self._closing = False
         self.state = "closed"
+        self._rejoin_tries: dict[str, int] = {}  # per channel: refused joins in a row (phoenix-js's rejoin timer)
+        self._rejoins: dict[str, asyncio.Task[None]] = {}
+        self.max_rejoins = 1000
 
     def _set_state(self, s: str) -> None:
         self.state = s
@@ -86,7 +97,7 @@ class AsyncPhoenix:
         while not self._closing and tries <= self.max_reconnects:
             self._set_state("connecting")
             try:
-                async with connect(self.url, max_size=None, ping_interval=None, open_timeout=self.policy.push_timeout_s,
+                async with connect(self.url, max_size=None, ping_interval=None, open_timeout=self.policy.open_timeout_s,
                                    create_connection=self._connection) as ws:
                     self._ws = ws
                     tries = 0
@@ -104,6 +115,8 @@ class AsyncPhoenix:
                                     fut = self._waiters.pop(ev.ref)
                                     if not fut.done():
                                         fut.set_result(ev)
+                                if isinstance(ev, Reply) and ev.kind == "join":
+                                    self._after_join(ev, ws)
                                 self.on_event(ev, t)
                     finally:
                         beat.cancel()
@@ -122,13 +135,38 @@ class AsyncPhoenix:
             await asyncio.sleep(self.policy.backoff(tries))
         self._set_state("closed")
 
+    def _after_join(self, rep: Reply, ws: Any) -> None:
+        """A refused join is tried again after the policy's backoff, as phoenix-js's channel rejoin timer does,
+        while the socket stays open (bounded by ``max_rejoins`` in a row; a reconnect rejoins anyway)."""
+        if rep.status == "ok":
+            self._rejoin_tries.pop(rep.topic, None)
+            return
+        tries = self._rejoin_tries.get(rep.topic, 0) + 1
+        self._rejoin_tries[rep.topic] = tries
+        if tries > self.max_rejoins or self._closing:
+            return
+        old = self._rejoins.pop(rep.topic, None)
+        if old is not None:
+            old.cancel()
+        self._rejoins[rep.topic] = asyncio.get_running_loop().create_task(self._rejoin(rep.topic, tries, ws))
+
+    async def _rejoin(self, topic: str, tries: int, ws: Any) -> None:
+        await asyncio.sleep(self.policy.backoff(tries))
+        ch = self.proto.channels.get(topic)
+        if self._closing or ws is not self._ws or ch is None or ch.state != ChannelState.ERRORED:
+            return
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(self.proto.join(topic, ch.join_payload))
+
     async def _heartbeat(self, ws: Any) -> None:
         while True:
             await asyncio.sleep(self.policy.heartbeat_s)
             data = self.proto.heartbeat()
             if data is None:  # the last one went unanswered: a black hole, as supabase-js decides
                 self._set_state("heartbeat_timeout")
-                await ws.close()
+                # the connection is dead: drop it now and reconnect, as phoenix-js does (a closing handshake
+                # would wait out its own timeout for a peer that cannot answer)
+                ws.transport.abort()
                 return
             with contextlib.suppress(websockets.ConnectionClosed):
                 await ws.send(data)
@@ -153,6 +191,9 @@ class AsyncPhoenix:
 
     async def close(self) -> None:
         self._closing = True
+        for task in self._rejoins.values():
+            task.cancel()
+        self._rejoins.clear()
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()

@@ -24,6 +24,9 @@ class ReconnectPolicy:
     heartbeat_s: float = 25.0
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
     push_timeout_s: float = 10.0
+    # how long one connection attempt may take: phoenix-js sets none (an attempt made during a partition
+    # completes the moment the network returns); ours is long but bounded
+    open_timeout_s: float = 120.0
 
     def backoff(self, tries: int) -> float:
         return self.backoff_s[min(max(tries, 1), len(self.backoff_s)) - 1]

@@ -67,8 +67,9 @@ def _dict(v: Any) -> dict[str, Any]:
 class Connection:
     def __init__(self, *, hub: Hub, auth: Auth, subscriptions: Subscriptions, vsn: str = VSN1, api_key: str = "",
                  clock: Callable[[], float] = time.time, wakeup: Callable[[], None] = _nothing,
-                 queue_limit: int = QUEUE_LIMIT) -> None:
-        """``api_key``: the socket's key, a join's token when its payload has none; ``clock``: epoch seconds."""
+                 queue_limit: int = QUEUE_LIMIT, admission: Callable[[], str | None] = lambda: None) -> None:
+        """``api_key``: the socket's key, a join's token when its payload has none; ``clock``: epoch seconds;
+        ``admission``: why every join is refused right now, or None (a fault knob for negative controls)."""
         self.hub = hub
         self.auth = auth
         self.subscriptions = subscriptions
@@ -77,6 +78,7 @@ class Connection:
         self.clock = clock
         self.wakeup = wakeup
         self.queue_limit = queue_limit
+        self.admission = admission
         self.channels: dict[str, Channel] = {}
         self.closed = False
         self.close_code = CLOSE_NORMAL
@@ -238,6 +240,10 @@ class Connection:
         if config.get("private") is True:
             self._reply(frame, "error", {"reason": "PrivateChannelsUnsupported: this stack serves public channels"
                                                    " only (no realtime.messages authorization)"})
+            return
+        refused = self.admission()
+        if refused:
+            self._reply(frame, "error", {"reason": refused})
             return
         token = payload.get("access_token") or self.api_key
         claims, reason = self.auth.verify(token, self.clock())

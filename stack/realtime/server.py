@@ -79,6 +79,7 @@ class Realtime:
                                        prepare=lambda subs: self.dispatcher.prepare(subs))
         self.ddl = ddl
         self._swept = False
+        self._refuse_until = 0.0
         if ddl is not None:
             ddl.listeners.append(lambda: self.dispatcher.forget_tables())
 
@@ -130,6 +131,14 @@ class Realtime:
         if downtime > 0:
             await asyncio.sleep(downtime)
         await self.start()
+        if self.settings.fault_refuse_joins_s > 0:  # the negative control's broken server: joins refused for a while
+            self._refuse_until = asyncio.get_running_loop().time() + self.settings.fault_refuse_joins_s
+
+    def admission(self) -> str | None:
+        """Why joins are refused right now (a fault knob), or None."""
+        if self._refuse_until and asyncio.get_running_loop().time() < self._refuse_until:
+            return "UnableToJoin: realtime is restarting (fault_refuse_joins_s)"
+        return None
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -146,6 +155,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     transport = WebSocketTransport(ws, rt.publication.wait_streaming)
     conn = Connection(hub=rt.hub, auth=rt.tokens, subscriptions=rt.publication, vsn=vsn, api_key=str(api_key),
+                      admission=rt.admission,
                       wakeup=transport.wakeup)
     rt.sockets[conn] = ws
     try:

@@ -5,6 +5,8 @@ next to nothing, and ``DropFrames`` makes the proxied subscriber miss exactly th
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 from bench.calibration import calibrate, report
 from harness.checks.stats import percentile
@@ -23,3 +25,46 @@ def test_calibration_in_small(stack: EmbeddedStack) -> None:
     assert len(b.delta_ms) == 30 and all(180 <= x <= 220 for x in (percentile(b.delta_ms, 50),
                                                                     percentile(b.delta_ms, 99))), text
     assert c.missed_proxied == [0, 1, 2] and c.dropped_counter == 3 and c.missed_direct == [], text
+
+
+def test_the_completeness_checker_counts_exactly_the_events_the_proxy_dropped(stack: EmbeddedStack,
+                                                                              tmp_path: Path) -> None:
+    """k of N orders dropped on the phone's network, and only there: the checker reports exactly those k, at
+    that probe, and nothing else anywhere."""
+    from harness.checks import analyze, completeness
+    from harness.criteria import load_criteria
+    from harness.faults import DropFrames
+    from harness.history import read_history
+    from harness.lifecycle import Lifecycle
+    from harness.phoenix import ReconnectPolicy
+
+    n, k = 10, 3
+    lc = Lifecycle(stack.target(), load_criteria(), tmp_path, js=False, quiet=True, phases=("flows", "resilience"),
+                   policy=ReconnectPolicy(heartbeat_s=2.0))
+    assert lc.network is not None
+    lc.network.inspect = True
+
+    async def orders(s: Any, round_: int) -> None:
+        a = s.actors["customer-1/phone"]
+        for i in range(n):
+            note = f"{s.run.run_id} {'drop-me' if i % 3 == 0 and i < 3 * k else 'keep'} {i}"
+            await a.op("place_order", lambda c, note=note: c.table("orders").insert(
+                {"user_id": a.uid, "vendor_id": s.world.vendors["vendor-1"], "total": 1, "notes": note}).execute(),
+                lambda d: [s.change("orders", "INSERT", {"id": d[0]["id"]}, d[0], "order_visible")])
+
+    async def go() -> None:
+        try:
+            await lc.open()
+            assert lc.network is not None
+            await lc.network.proxy("customer-1/phone").apply(DropFrames("drop-me", k))
+            await lc.flows([orders], 1)
+            await lc.settle(2.0)
+        finally:
+            await lc.close()
+
+    asyncio.run(go())
+    lc.end(None)
+    r = completeness(analyze(read_history(lc.run.dir / "history.jsonl").records))
+    missed = {p: c["lost"] + c["unseen"] for p, c in r.details["per_probe"].items() if c["lost"] + c["unseen"]}
+    assert missed == {"customer-1/phone": k}, r.summary
+    assert r.details["counts"]["delivered"] == r.details["expected"] - k

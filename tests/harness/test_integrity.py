@@ -52,7 +52,7 @@ def strict_run(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -
     strict = tmp / "strict.toml"
     strict.write_text(DEFAULT_CRITERIA.read_text().replace("max_ms = 1000", "max_ms = 0.001"))
     r = cli("gate", "--target", "url", "--criteria", str(strict), "--report-dir", str(tmp / "runs"), "--rounds", "1",
-            "--probes", "py", "--quiet", env=env_for(stack))
+            "--probes", "py", "--quiet", "--no-faults", env=env_for(stack))
     assert r.returncode == 1, r.stdout + r.stderr
     [run_dir] = list((tmp / "runs").iterdir())
     yield run_dir, strict, r.stdout
@@ -250,7 +250,7 @@ def test_a_broken_pipe_keeps_the_verdicts_exit_code(stack: EmbeddedStack, tmp_pa
     # `gate | head -1`, at its worst: the reader is gone before the verdict is printed (`true` reads nothing).
     # The verdict (GO here) is still the exit code, and nothing is printed about the pipe.
     cmd = (f"{sys.executable} -m harness.cli gate --target url --report-dir {tmp_path} --rounds 1 --probes py --quiet"
-           " | true; exit ${PIPESTATUS[0]}")
+           " --no-faults | true; exit ${PIPESTATUS[0]}")
     r = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env_for(stack))
     assert r.returncode == 0, r.stderr  # GO, not a crash
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and "Exception ignored" not in r.stderr
@@ -269,7 +269,7 @@ def test_an_internal_error_has_its_own_exit_code_and_keeps_the_record(
     for k, v in env_for(stack).items():
         monkeypatch.setenv(k, v)
     code = harness_cli.main(["gate", "--target", "url", "--report-dir", str(tmp_path), "--probes", "py", "--quiet",
-                             "--rounds", "1"])
+                             "--rounds", "1", "--no-faults"])
     err = capsys.readouterr().err
     assert code == 4 and "internal error: TypeError: a bug in a flow" in err and "Traceback" not in err
     [run_dir] = list(tmp_path.iterdir())

@@ -90,3 +90,29 @@ def test_an_offline_queue_that_replays_without_keys_is_no_go_on_offline_sync(sta
     assert not lc.verdict.go and line.valid is False and "1 applied twice" in line.summary, line.summary
     assert [e["class"] for e in line.details["evidence"]] == ["duplicated"]  # the order; the cart and profile are
     # idempotent by nature (an upsert on the natural key, an update to the same value)
+
+
+def test_a_server_refusing_joins_after_a_restart_is_no_go_on_reliability(tmp_path: Path) -> None:
+    from harness.faults import StackFault, inject
+
+    with EmbeddedStack.from_fixtures(seed=False, fault_refuse_joins_s=10.0) as broken:
+        lc = Lifecycle(broken.target(), CRITERIA, tmp_path, js=False, quiet=True, phases=("flows", "resilience"),
+                       seed=1, policy=FAST)
+
+        async def go() -> None:
+            try:
+                await lc.open()
+                await lc.flows([order_flow], 1)
+                await inject(broken, StackFault("restart_realtime"), lc.run.history)  # every socket dropped
+                await asyncio.sleep(14.0)  # the clients reconnect at once, and are refused for 10 s
+                await lc.flows([order_flow], 1)
+                await lc.settle(2.0)
+            finally:
+                await lc.close()
+
+        asyncio.run(go())
+        lc.end(None)
+    assert lc.verdict is not None
+    line = lc.verdict.line("connection_reliability").result
+    assert not lc.verdict.go and line.valid is False and line.value < 99.9, line.summary
+    assert any("UnableToJoin" in str(e["why"]) for e in line.details["evidence"])
