@@ -142,7 +142,9 @@ async def measure(env: dict[str, str], n: int, rate: float, seconds: float, root
     run.history.close()
     records = read_history(run.dir / "history.jsonl").records
     origin = run.clock.mono_origin
-    e2e, added, bursts = [], [], {}
+    e2e: list[float] = []
+    added: list[float] = []
+    bursts: dict[int, list[int]] = {}  # burst number -> each copy's arrival, ns after it was sent
     for r in records:
         if isinstance(r, Broadcast) and "sent" in r.payload:
             rec = r.payload

@@ -13,6 +13,7 @@ import argparse
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,7 +30,7 @@ VERA = "00000000-0000-4000-b000-000000000011"
 KALE = "00000000-0000-4000-c000-000000000101"
 
 
-def timed(n: int, fn) -> list[float]:
+def timed(n: int, fn: Callable[[], None]) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter_ns()

@@ -65,7 +65,8 @@ def test_stack_up_env_then_sigterm_cleans_up() -> None:
         r = httpx.get(values["API_URL"] + "/auth/v1/health", timeout=5)
         assert r.status_code == 200
         with psycopg.connect(values["DB_URL"]) as conn:
-            assert conn.execute("select count(*) from public.products").fetchone()[0] > 0  # seeded
+            row = conn.execute("select count(*) from public.products").fetchone()
+            assert row is not None and row[0] > 0  # seeded
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)

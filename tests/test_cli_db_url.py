@@ -115,9 +115,9 @@ async def one_change(url: str, tok: str, dsn: str, owner: str, other_tok: str | 
         c.execute("insert into rt_items (owner, note) values (%s, %s)", (owner, note))
     await clients[0].wait(lambda f: f.event == "postgres_changes", timeout=10)
     await asyncio.sleep(0.3)  # a frame the other subscriber must not get would arrive by now
-    got = [",".join(f.payload["data"]["record"]["note"] for f in c.changes()) for c in clients]
-    for c in clients:
-        await c.close()
+    got = [",".join(f.payload["data"]["record"]["note"] for f in cl.changes()) for cl in clients]
+    for cl in clients:
+        await cl.close()
     assert got[0] == note
     return got
 

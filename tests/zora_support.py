@@ -22,6 +22,13 @@ def sql(stack: EmbeddedStack, query: str, params: Any = None) -> list[tuple[Any,
         return cur.fetchall() if cur.description else []
 
 
+def one(cur: psycopg.Cursor[Any]) -> Any:
+    """The first value of the row a statement returned (``... returning id``): there must be one."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
 def make_user(stack: EmbeddedStack, role: str = "customer", email: str | None = None) -> str:
     uid = str(uuid.uuid4())
     email = email or f"u-{uid[:8]}@example.test"

@@ -167,9 +167,9 @@ def test_latency_commit_to_deliver_uses_clock_facts_and_error_bar() -> None:
 
 
 def test_ordering() -> None:
-    ok = [seen(1, "c", "1", type_="UPDATE", commit_ns=10), seen(2, "c", "1", type_="UPDATE", commit_ns=20)]
+    ok: list[Record] = [seen(1, "c", "1", type_="UPDATE", commit_ns=10), seen(2, "c", "1", type_="UPDATE", commit_ns=20)]
     assert ordering(analyze(ok)).valid is True
-    bad = [seen(1, "c", "1", type_="UPDATE", commit_ns=20), seen(2, "c", "1", type_="UPDATE", commit_ns=10)]
+    bad: list[Record] = [seen(1, "c", "1", type_="UPDATE", commit_ns=20), seen(2, "c", "1", type_="UPDATE", commit_ns=10)]
     r = ordering(analyze(bad))
     assert r.valid is False and r.details["evidence"] == [{"probe": "c", "table": "orders", "key": "1"}]
     assert ordering(analyze([])).valid is None

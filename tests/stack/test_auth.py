@@ -12,6 +12,7 @@ import httpx
 import pytest
 from supabase import create_client
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
+from supabase_auth.types import SignInWithEmailAndPasswordCredentials
 
 from stack import jwt
 from stack.server import EmbeddedStack
@@ -70,7 +71,9 @@ def test_refresh_token_rotates_and_reuse_is_refused(stack: EmbeddedStack, new_us
 def test_wrong_password_unknown_user_and_duplicate_signup(stack: EmbeddedStack, new_user: Any) -> None:
     u = new_user()
     c = create_client(stack.api_url, stack.anon_key)
-    for creds in ({"email": u["email"], "password": "wrong-pass"}, {"email": unique_email(), "password": "x" * 8}):
+    wrong: list[SignInWithEmailAndPasswordCredentials] = [{"email": u["email"], "password": "wrong-pass"},
+                                                          {"email": unique_email(), "password": "x" * 8}]
+    for creds in wrong:
         with pytest.raises(AuthApiError) as e:
             c.auth.sign_in_with_password(creds)
         assert e.value.status == 400 and e.value.code == "invalid_credentials"

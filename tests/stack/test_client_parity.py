@@ -126,7 +126,7 @@ def run_py(stack: EmbeddedStack, steps: list[dict[str, Any]]) -> list[dict[str, 
                 res = {"data": {"rotated": r.session.refresh_token != before}, "error": None}  # type: ignore[union-attr]
             elif op == "updateUser":
                 u = client.auth.update_user({"data": s["data"]}).user
-                res = {"data": {"user_metadata": u.user_metadata}, "error": None}  # type: ignore[union-attr]
+                res = {"data": {"user_metadata": u.user_metadata}, "error": None}
             elif op == "signOut":
                 client.auth.sign_out()
                 res = {"data": None, "error": None}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 
 from stack import jwt
@@ -38,7 +40,7 @@ def test_oversize_body_413_and_server_stays_up(stack: EmbeddedStack) -> None:
     assert r.status_code == 413
     assert r.json() == {"message": "Request size limit exceeded"}
 
-    def chunks():  # no Content-Length: the limit must hold on the streamed body too
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold on the streamed body too
         for _ in range(20):
             yield b"y" * 100_000
 

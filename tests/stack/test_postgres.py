@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -31,7 +32,7 @@ def _wait_dead(pid: int, timeout: float = 15.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Cluster:
+def cluster() -> Iterator[Cluster]:
     c = Cluster()
     c.start()
     yield c
@@ -40,7 +41,7 @@ def cluster() -> Cluster:
 
 def test_settings_loopback_logical(cluster: Cluster) -> None:
     with psycopg.connect(cluster.dsn()) as conn:
-        settings = dict(conn.execute(
+        settings: dict[str, str] = dict(conn.execute(
             "select name, setting from pg_settings where name in"
             " ('listen_addresses','wal_level','max_replication_slots','server_version_num')"
         ).fetchall())

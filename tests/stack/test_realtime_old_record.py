@@ -66,8 +66,8 @@ def test_update_keeps_the_old_record_under_rls_delete_only_the_key(stack: Embedd
                     (owner,))[0][0]
         write(stack, "update rt_full set status = 'paid' where id = %s", (rid,))
         write(stack, "delete from rt_full where id = %s", (rid,))
-        for c in (mine, svc):
-            await c.wait(lambda f, c=c: len(c.changes()) == 3)
+        await mine.wait(lambda f: len(mine.changes()) == 3)
+        await svc.wait(lambda f: len(svc.changes()) == 3)
 
         ins, upd, dele = by_type(mine, "INSERT"), by_type(mine, "UPDATE"), by_type(mine, "DELETE")
         # the subscriber's role may not select `secret`: it is in no record and not among the columns

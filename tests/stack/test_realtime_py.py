@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from realtime import AsyncRealtimeClient
+from realtime.types import PostgresChangesPayload, RealtimePostgresChangesListenEvent
 from supabase import acreate_client
 
 from stack.server import EmbeddedStack
@@ -41,6 +42,11 @@ async def subscribed(channel: Any, system: list[dict[str, Any]], states: list[An
     assert system[-1]["status"] == "ok", system
 
 
+def into(payloads: list[dict[str, Any]]) -> Callable[[PostgresChangesPayload], None]:
+    """A postgres_changes callback keeping each payload (a plain dict, as the checks read it) in ``payloads``."""
+    return lambda p: payloads.append(dict(p))
+
+
 def test_insert_update_delete_callbacks_with_and_without_filter(stack: EmbeddedStack) -> None:
     async def go() -> None:
         owner = str(uuid.uuid4())
@@ -50,9 +56,10 @@ def test_insert_update_delete_callbacks_with_and_without_filter(stack: EmbeddedS
         filtered: list[dict[str, Any]] = []
         sys1: list[dict[str, Any]] = []
         sys2: list[dict[str, Any]] = []
-        ch1 = client.channel("py-all").on_postgres_changes("*", everything.append, table="rt_items", schema="public")
-        ch2 = client.channel("py-kind").on_postgres_changes("INSERT", filtered.append, table="rt_items",
-                                                            schema="public", filter="kind=eq.b")
+        ch1 = client.channel("py-all").on_postgres_changes(RealtimePostgresChangesListenEvent.All, into(everything),
+                                                           table="rt_items", schema="public")
+        ch2 = client.channel("py-kind").on_postgres_changes(RealtimePostgresChangesListenEvent.Insert, into(filtered),
+                                                            table="rt_items", schema="public", filter="kind=eq.b")
         await subscribed(ch1, sys1)
         await subscribed(ch2, sys2)
         rid = write(stack, "insert into rt_items (owner, kind, note) values (%s, 'a', 'one') returning id",
@@ -83,16 +90,17 @@ def test_broadcast_ack_self_and_presence(stack: EmbeddedStack) -> None:
         joins: list[str] = []
         leaves: list[str] = []
         ca = a.channel("py-room", {"config": {"broadcast": {"self": True, "ack": True},
-                                              "presence": {"key": "alice", "enabled": True}}})
+                                              "presence": {"key": "alice", "enabled": True}, "private": False}})
         ca.on_broadcast("chat", got_a.append)
         ca.on_presence_join(lambda key, cur, new: joins.append(key))
         ca.on_presence_leave(lambda key, cur, left: leaves.append(key))
-        cb = b.channel("py-room", {"config": {"broadcast": {"self": False}, "presence": {"key": "bob", "enabled": True}}})
+        cb = b.channel("py-room", {"config": {"broadcast": {"self": False}, "presence": {"key": "bob", "enabled": True},
+                                              "private": False}})
         cb.on_broadcast("chat", got_b.append)
         await ca.subscribe()
         await cb.subscribe()
         await ca.send_broadcast("chat", {"text": "hello"})
-        await until(lambda: got_a and got_b)
+        await until(lambda: bool(got_a and got_b))
         assert got_b[0]["payload"] == {"text": "hello"} and got_a[0]["event"] == "chat"
         await cb.track({"status": "online"})
         await until(lambda: "bob" in joins)
@@ -113,7 +121,8 @@ def test_set_auth_refresh_keeps_channel_and_expiry_closes_it(stack: EmbeddedStac
         got: list[dict[str, Any]] = []
         system: list[dict[str, Any]] = []
         states: list[Any] = []
-        ch = client.channel("py-token").on_postgres_changes("INSERT", got.append, table="rt_items", schema="public")
+        ch = client.channel("py-token").on_postgres_changes(RealtimePostgresChangesListenEvent.Insert, into(got),
+                                                            table="rt_items", schema="public")
         await subscribed(ch, system, states)
         await client.set_auth(user_token(stack, owner, exp_in=3600))  # refresh before expiry
         await asyncio.sleep(2.5)
@@ -139,8 +148,8 @@ def test_client_rejoins_by_itself_after_realtime_restart(stack: EmbeddedStack) -
         await client.connect()
         got: list[dict[str, Any]] = []
         system: list[dict[str, Any]] = []
-        ch = client.channel("py-restart").on_postgres_changes("INSERT", got.append, table="rt_items",
-                                                               schema="public", filter=f"owner=eq.{owner}")
+        ch = client.channel("py-restart").on_postgres_changes(RealtimePostgresChangesListenEvent.Insert, into(got),
+                                                               table="rt_items", schema="public", filter=f"owner=eq.{owner}")
         await subscribed(ch, system)
         await asyncio.to_thread(stack.restart_realtime)
         # the client notices, reconnects, rejoins; the server says 'Subscribed to PostgreSQL' again

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from tests.stack.rt_support import RawClient, ensure_rt_table, user_token, write
 
 
 @pytest.fixture
-def own_stack() -> EmbeddedStack:
+def own_stack() -> Iterator[EmbeddedStack]:
     """Restarting PostgreSQL would disturb the session stack's other users: this test gets its own."""
     with EmbeddedStack.from_fixtures() as s:
         ensure_rt_table(s)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 import websockets
@@ -22,7 +24,7 @@ def rt_table(stack: EmbeddedStack) -> None:
     ensure_rt_table(stack)
 
 
-def run(coro):
+def run(coro: Coroutine[Any, Any, None]) -> None:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 

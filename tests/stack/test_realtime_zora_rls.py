@@ -7,10 +7,10 @@ import uuid
 
 from stack.server import EmbeddedStack
 from tests.stack.rt_support import RawClient, ws_url
-from tests.zora_support import as_user, make_product, make_user, make_vendor, sql, token
+from tests.zora_support import as_user, make_product, make_user, make_vendor, one, sql, token
 
 
-def sub(table: str, flt: str | None = None, event: str = "*") -> dict:
+def sub(table: str, flt: str | None = None, event: str = "*") -> dict[str, str]:
     p = {"event": event, "schema": "public", "table": table}
     if flt:
         p["filter"] = flt
@@ -27,7 +27,7 @@ def test_each_role_receives_exactly_what_it_may_see(stack: EmbeddedStack) -> Non
     async def go() -> None:
         # every subscriber listens to the whole tables, unfiltered: RLS alone must decide
         tables = {"postgres_changes": [sub("orders"), sub("cart_items"), sub("notifications")]}
-        clients = {}
+        clients: dict[str, RawClient] = {}
         for name, _uid, tok in [("c1", c1, token(stack, c1)), ("c2", c2, token(stack, c2)),
                                ("v1", v1_user, token(stack, v1_user)), ("v2", v2_user, token(stack, v2_user)),
                                ("admin", admin, token(stack, admin)), ("anon", None, None)]:
@@ -36,14 +36,14 @@ def test_each_role_receives_exactly_what_it_may_see(stack: EmbeddedStack) -> Non
             assert rep.payload["status"] == "ok", name
             clients[name] = c
         # c1 orders from v1, fills their cart; v1 moves the order to preparing
-        with as_user(stack, c1) as c:
-            oid = str(c.execute("insert into orders (user_id, vendor_id, total, notes) values (%s, %s, 3, %s)"
-                                " returning id", (c1, v1, tag)).fetchone()[0])
-            c.execute("insert into cart_items (user_id, product_id, vendor_id) values (%s, %s, %s)", (c1, p1, v1))
-            c.commit()
-        with as_user(stack, v1_user) as c:
-            c.execute("update orders set status = 'preparing' where id = %s", (oid,))
-            c.commit()
+        with as_user(stack, c1) as db:
+            oid = str(one(db.execute("insert into orders (user_id, vendor_id, total, notes) values (%s, %s, 3, %s)"
+                                     " returning id", (c1, v1, tag))))
+            db.execute("insert into cart_items (user_id, product_id, vendor_id) values (%s, %s, %s)", (c1, p1, v1))
+            db.commit()
+        with as_user(stack, v1_user) as db:
+            db.execute("update orders set status = 'preparing' where id = %s", (oid,))
+            db.commit()
         await asyncio.sleep(0.6)
 
         def seen(name: str) -> set[tuple[str, str, str]]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from postgrest.exceptions import APIError
+from postgrest.types import JSON, CountMethod
 from supabase import Client, create_client
 
 from stack.server import EmbeddedStack
@@ -22,6 +23,11 @@ def client(stack: EmbeddedStack, uid: str | None = None, role: str = "authentica
     elif uid:
         c.postgrest.auth(token(stack, uid, role))
     return c
+
+
+def as_rows(data: list[JSON]) -> list[dict[str, Any]]:
+    """A response's rows as objects: postgrest types ``data`` as any JSON value, a table's rows are objects."""
+    return cast("list[dict[str, Any]]", data)
 
 
 def rest(stack: EmbeddedStack, method: str, path: str, tok: str | None = None, **kw: Any) -> httpx.Response:
@@ -41,11 +47,11 @@ def shop(stack: EmbeddedStack) -> dict[str, str]:
     d["p3"] = make_product(stack, d["v2"], price="1.25")
     c1 = client(stack, d["c1"])
     o = c1.table("orders").insert({"user_id": d["c1"], "vendor_id": d["v1"], "total": 12, "notes": "first"}).execute()
-    d["o1"] = o.data[0]["id"]
+    d["o1"] = as_rows(o.data)[0]["id"]
     c1.table("order_items").insert([{"order_id": d["o1"], "product_id": d["p1"], "quantity": 2, "unit_price": 2.5},
                                     {"order_id": d["o1"], "product_id": d["p2"], "quantity": 1, "unit_price": 7}]).execute()
     o2 = client(stack, d["c2"]).table("orders").insert({"user_id": d["c2"], "vendor_id": d["v2"], "total": 3}).execute()
-    d["o2"] = o2.data[0]["id"]
+    d["o2"] = as_rows(o2.data)[0]["id"]
     return d
 
 
@@ -53,20 +59,20 @@ def test_embedding_both_ways_and_aliases(stack: EmbeddedStack, shop: dict[str, s
     c = client(stack, shop["c1"])
     r = c.table("orders").select("id, total, shop:vendors(shop_name), order_items(quantity, product:products(name))") \
         .eq("id", shop["o1"]).execute()
-    [o] = r.data
+    [o] = as_rows(r.data)
     assert o["total"] == 12 and o["shop"]["shop_name"].startswith("Shop ")
     assert sorted(i["quantity"] for i in o["order_items"]) == [1, 2]
     assert all(i["product"]["name"] == "Thing" for i in o["order_items"])
     # embedded filters narrow the embedded rows, not the parents; the fk-column form and !inner
     r = c.table("orders").select("id, order_items(quantity)").eq("order_items.quantity", 2).eq("id", shop["o1"]).execute()
-    assert [i["quantity"] for i in r.data[0]["order_items"]] == [2]
-    r = rest(stack, "GET", f"/orders?select=id,vendor:vendor_id(shop_name)&id=eq.{shop['o1']}", token(stack, shop["c1"]))
-    assert r.status_code == 200 and r.json()[0]["vendor"]["shop_name"].startswith("Shop ")
-    r = rest(stack, "GET", "/orders?select=id,order_items!inner(quantity)&order_items.quantity=eq.99",
-             token(stack, shop["c1"]))
-    assert r.status_code == 200 and r.json() == []
-    r = rest(stack, "GET", "/orders?select=id,nope(*)", token(stack, shop["c1"]))
-    assert r.status_code == 400 and r.json()["code"] == "PGRST200"
+    assert [i["quantity"] for i in as_rows(r.data)[0]["order_items"]] == [2]
+    raw = rest(stack, "GET", f"/orders?select=id,vendor:vendor_id(shop_name)&id=eq.{shop['o1']}", token(stack, shop["c1"]))
+    assert raw.status_code == 200 and raw.json()[0]["vendor"]["shop_name"].startswith("Shop ")
+    raw = rest(stack, "GET", "/orders?select=id,order_items!inner(quantity)&order_items.quantity=eq.99",
+               token(stack, shop["c1"]))
+    assert raw.status_code == 200 and raw.json() == []
+    raw = rest(stack, "GET", "/orders?select=id,nope(*)", token(stack, shop["c1"]))
+    assert raw.status_code == 400 and raw.json()["code"] == "PGRST200"
 
 
 def test_filters(stack: EmbeddedStack, shop: dict[str, str]) -> None:
@@ -91,7 +97,7 @@ def test_filters(stack: EmbeddedStack, shop: dict[str, str]) -> None:
 
 def test_order_limit_range_count_and_206(stack: EmbeddedStack, shop: dict[str, str]) -> None:
     c = client(stack, shop["c1"])
-    r = c.table("products").select("price", count="exact").eq("vendor_id", shop["v1"]).order("price", desc=True) \
+    r = c.table("products").select("price", count=CountMethod.exact).eq("vendor_id", shop["v1"]).order("price", desc=True) \
         .range(0, 0).execute()
     assert r.data == [{"price": 7.0}] and r.count == 2
     raw = rest(stack, "GET", f"/products?select=price&vendor_id=eq.{shop['v1']}&order=price.asc",
@@ -104,7 +110,7 @@ def test_order_limit_range_count_and_206(stack: EmbeddedStack, shop: dict[str, s
     assert raw.status_code == 416 and raw.json()["code"] == "PGRST103"
     head = rest(stack, "HEAD", f"/products?vendor_id=eq.{shop['v1']}", headers={"Prefer": "count=exact"})
     assert head.status_code == 200 and head.headers["content-range"] == "0-1/2" and head.content == b""
-    r = c.table("products").select("*", count="exact", head=True).eq("vendor_id", shop["v1"]).execute()
+    r = c.table("products").select("*", count=CountMethod.exact, head=True).eq("vendor_id", shop["v1"]).execute()
     assert r.count == 2
 
 
@@ -132,25 +138,25 @@ def test_writes_with_and_without_returning(stack: EmbeddedStack, shop: dict[str,
     c = client(stack, shop["c1"])
     up = c.table("cart_items").upsert({"user_id": shop["c1"], "product_id": shop["p1"], "quantity": 4},
                                       on_conflict="user_id,product_id").execute()
-    assert up.data[0]["quantity"] == 4
+    assert as_rows(up.data)[0]["quantity"] == 4
     ign = rest(stack, "POST", "/cart_items?on_conflict=user_id,product_id", tok,
                json={"user_id": shop["c1"], "product_id": shop["p1"], "quantity": 9},
                headers={"Prefer": "resolution=ignore-duplicates,return=representation"})
     assert ign.status_code == 201 and ign.json() == []
     upd = c.table("cart_items").update({"quantity": 6}).eq("product_id", shop["p1"]).execute()
-    assert [r["quantity"] for r in upd.data] == [6]
+    assert [r["quantity"] for r in as_rows(upd.data)] == [6]
     silent = rest(stack, "PATCH", f"/cart_items?product_id=eq.{shop['p1']}", tok, json={"quantity": 7})
     assert silent.status_code == 204
     gone = c.table("cart_items").delete().eq("product_id", shop["p1"]).execute()
-    assert [r["quantity"] for r in gone.data] == [7]
+    assert [r["quantity"] for r in as_rows(gone.data)] == [7]
     assert sql(stack, "select count(*) from cart_items where user_id = %s", (shop["c1"],)) == [(0,)]
-    rows = [{"user_id": shop["c1"], "product_id": shop["p1"], "quantity": 3},
-            {"user_id": shop["c1"], "product_id": shop["p2"]}]
+    rows: list[dict[str, object]] = [{"user_id": shop["c1"], "product_id": shop["p1"], "quantity": 3},
+                                     {"user_id": shop["c1"], "product_id": shop["p2"]}]
     with pytest.raises(APIError) as e:  # a key missing from one object is NULL by default, as in PostgREST
         c.table("cart_items").insert(rows).execute()
     assert e.value.code == "23502"
     bulk = c.table("cart_items").insert(rows, default_to_null=False).execute()  # Prefer: missing=default
-    assert sorted(r["quantity"] for r in bulk.data) == [1, 3]
+    assert sorted(r["quantity"] for r in as_rows(bulk.data)) == [1, 3]
     hdr = rest(stack, "POST", "/reviews", tok, json={"user_id": shop["c1"], "product_id": shop["p1"], "rating": 5},
                headers={"Prefer": "return=headers-only"})
     assert hdr.status_code == 201 and hdr.headers["location"].startswith("/reviews?id=eq.")
@@ -172,11 +178,11 @@ def test_rpc_post_and_get(stack: EmbeddedStack, shop: dict[str, str]) -> None:
 
 def test_rls_through_rest(stack: EmbeddedStack, shop: dict[str, str]) -> None:
     c1 = client(stack, shop["c1"])
-    assert [o["id"] for o in c1.table("orders").select("id").execute().data] == [shop["o1"]]
+    assert [o["id"] for o in as_rows(c1.table("orders").select("id").execute().data)] == [shop["o1"]]
     assert c1.table("orders").update({"total": 0}).eq("id", shop["o2"]).execute().data == []
     assert client(stack, shop["c2"]).table("cart_items").select("*").eq("user_id", shop["c1"]).execute().data == []
     v1 = client(stack, shop["v1_user"])
-    assert [o["id"] for o in v1.table("orders").select("id").in_("id", [shop["o1"], shop["o2"]]).execute().data] \
+    assert [o["id"] for o in as_rows(v1.table("orders").select("id").in_("id", [shop["o1"], shop["o2"]]).execute().data)] \
         == [shop["o1"]]
     svc = client(stack, None, "service_role")
     assert len(svc.table("orders").select("id").in_("id", [shop["o1"], shop["o2"]]).execute().data) == 2

@@ -139,7 +139,7 @@ def test_filter_grammar_fuzz(stack: EmbeddedStack) -> None:
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
         @given(params=st.lists(st.tuples(FILTER_KEYS, FILTER_VALUES), min_size=1, max_size=4))
         def fuzz(params: list[tuple[str, str]]) -> None:
-            r = h.get("/products", params=params)
+            r = h.get("/products", params=tuple(params))  # a tuple: httpx types a list of pairs invariantly (str values)
             assert r.status_code < 500, (params, r.status_code, r.text)
             if r.status_code >= 400:
                 assert set(r.json()) == SHAPE, (params, r.text)

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from stack.server import EmbeddedStack
-from tests.zora_support import as_user, make_product, make_user, make_vendor, sql
+from tests.zora_support import as_user, make_product, make_user, make_vendor, one, sql
 
 
 @pytest.fixture
@@ -18,11 +18,11 @@ def shop(stack: EmbeddedStack) -> dict[str, str]:
     d["p1"] = make_product(stack, d["v1"])
     d["p2"] = make_product(stack, d["v2"])
     with as_user(stack, d["c1"]) as c:
-        d["o1"] = str(c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 9) returning id",
-                                (d["c1"], d["v1"])).fetchone()[0])
+        d["o1"] = str(one(c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 9) returning id",
+                                    (d["c1"], d["v1"]))))
     with as_user(stack, d["c2"]) as c:
-        d["o2"] = str(c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 5) returning id",
-                                (d["c2"], d["v2"])).fetchone()[0])
+        d["o2"] = str(one(c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 5) returning id",
+                                    (d["c2"], d["v2"]))))
     return d
 
 
@@ -116,8 +116,8 @@ def test_status_change_notifies_the_customer_once(stack: EmbeddedStack, shop: di
 def test_application_approval_creates_vendor_and_notifies(stack: EmbeddedStack, shop: dict[str, str]) -> None:
     applicant = make_user(stack)
     with as_user(stack, applicant) as c:
-        app_id = c.execute("insert into vendor_applications (user_id, shop_name) values (%s, 'New Shop') returning id",
-                           (applicant,)).fetchone()[0]
+        app_id = one(c.execute("insert into vendor_applications (user_id, shop_name) values (%s, 'New Shop') returning id",
+                               (applicant,)))
         c.commit()
     with as_user(stack, applicant) as c:  # the applicant cannot approve themselves
         assert c.execute("update vendor_applications set status = 'approved' where id = %s", (app_id,)).rowcount == 0
@@ -132,8 +132,8 @@ def test_application_approval_creates_vendor_and_notifies(stack: EmbeddedStack, 
 def test_low_stock_fires_once_on_the_crossing(stack: EmbeddedStack, shop: dict[str, str]) -> None:
     pid = make_product(stack, shop["v1"], inventory=7, threshold=5)
     with as_user(stack, shop["c1"]) as c:
-        oid = c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 9) returning id",
-                        (shop["c1"], shop["v1"])).fetchone()[0]
+        oid = one(c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 9) returning id",
+                            (shop["c1"], shop["v1"])))
         c.execute("insert into order_items (order_id, product_id, quantity, unit_price) values (%s, %s, 1, 1)", (oid, pid))
         c.commit()  # 7 -> 6: above the threshold, no alert
     assert sql(stack, "select count(*) from notifications where action_url = %s", (f"/products/{pid}",)) == [(0,)]
@@ -148,8 +148,8 @@ def test_low_stock_fires_once_on_the_crossing(stack: EmbeddedStack, shop: dict[s
 def test_order_larger_than_stock_fails(stack: EmbeddedStack, shop: dict[str, str]) -> None:
     pid = make_product(stack, shop["v1"], inventory=2)
     with as_user(stack, shop["c1"]) as c, pytest.raises(psycopg.errors.CheckViolation):
-        oid = c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 9) returning id",
-                        (shop["c1"], shop["v1"])).fetchone()[0]
+        oid = one(c.execute("insert into orders (user_id, vendor_id, total) values (%s, %s, 9) returning id",
+                            (shop["c1"], shop["v1"])))
         c.execute("insert into order_items (order_id, product_id, quantity, unit_price) values (%s, %s, 3, 1)", (oid, pid))
 
 

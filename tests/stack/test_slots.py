@@ -87,7 +87,7 @@ def test_polling_source_slot_is_temporary_and_goes_with_it(stack: EmbeddedStack)
         async def nothing(tx: object) -> None:
             return None
 
-        src = PollingSource(stack.superuser_dsn, name, nothing)  # type: ignore[arg-type]
+        src = PollingSource(stack.superuser_dsn, name, nothing)
         task = asyncio.get_running_loop().create_task(src.run())
         await asyncio.wait_for(src.connected.wait(), 10)
         with psycopg.connect(stack.superuser_dsn) as c:
