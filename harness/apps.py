@@ -12,7 +12,10 @@ filter: by the same rule they are entitled to their own user's rows and to nothi
 RLS alone must keep other people's rows from them (a leak shows as an "unexpected" delivery).
 
 Rules Supabase Realtime applies that this follows: DELETE events are not checked against RLS (the
-row is gone): every subscriber whose filter accepts the old row is entitled. Broadcasts reach every
+row is gone): every subscriber whose filter accepts the old row is entitled. Entitlement is decided when the
+write is made; the server checks RLS when it processes the change, so a change held up past a write that
+widens who may see it (a new order lets its vendor see the customer's profile) can reach one more
+subscriber than the write entitled: flows keep such writes apart in time. Broadcasts reach every
 probe that joined the topic; presence diffs every probe that watches the channel.
 """
 

@@ -28,7 +28,7 @@ from harness.records import Note, ProbeInfo, ProbeSet, SubInfo
 if TYPE_CHECKING:
     from harness.lifecycle import Flow, Lifecycle
 
-__all__ = ["ROW_FLOWS", "blackhole_seconds", "churn", "resilience", "wait_recovered"]
+__all__ = ["ROW_FLOWS", "blackhole_seconds", "churn", "one_fault", "resilience", "wait_recovered"]
 
 # flows whose events are rows: what a client misses of them while away, its refetch reads back
 ROW_FLOWS: list[Flow] = [order_flow, status_update, cart_sync, messages, product_update, profile_updates]
@@ -91,10 +91,10 @@ async def resilience(lc: Lifecycle, blackhole_s: float | None = None, settle_s: 
         await lc.flows(ROW_FLOWS, 1, label=f"after the {spec.name}: ")
     for extra in lc.extra_faults:
         await asyncio.sleep(settle_s)
-        await _one(lc, extra, wait)
+        await one_fault(lc, extra, wait)
 
 
-async def _one(lc: Lifecycle, spec: FaultSpec, wait: float) -> None:
+async def one_fault(lc: Lifecycle, spec: FaultSpec, wait: float) -> None:
     """One more fault the user asked for (``--fault``): a network fault on every device for ``fault_s``, or a
     fault of the embedded stack; writes meanwhile, then recovery and a live round."""
     assert lc.scene is not None and lc.network is not None
@@ -104,6 +104,7 @@ async def _one(lc: Lifecycle, spec: FaultSpec, wait: float) -> None:
     t0 = clock.now()
     if isinstance(spec, StackFault):
         injected = asyncio.ensure_future(inject(lc.stack, spec, lc.run.history))
+        await asyncio.sleep(0)  # its start is recorded, and the fault begun, before the first write of the round
         await lc.flows(ROW_FLOWS, 1, label=f"during {label}: ")
         await injected
     else:
