@@ -68,3 +68,16 @@ def test_the_completeness_checker_counts_exactly_the_events_the_proxy_dropped(st
     missed = {p: c["lost"] + c["unseen"] for p, c in r.details["per_probe"].items() if c["lost"] + c["unseen"]}
     assert missed == {"customer-1/phone": k}, r.summary
     assert r.details["counts"]["delivered"] == r.details["expected"] - k
+
+
+def test_a_postgres_pause_shows_in_full_and_broadcasts_measure_like_changes(tmp_path: Path) -> None:
+    """bench/calibration_gate.py in small: every write due during a 1 s pause is measured (no coordinated
+    omission) with the stall it met, and broadcast send->deliver stays near postgres_changes commit->deliver."""
+    from bench.calibration_gate import measure
+
+    c = measure(tmp_path, rate=20.0, seconds=4.0, pause_s=1.0, interleave=8)
+    assert c.due >= 15 and c.measured == c.due  # 20/s x ~1 s, every one of them there
+    assert percentile(c.due_ms, 50) > 200 and max(c.due_ms) > 600  # they waited for the thaw
+    assert percentile(c.other_ms, 50) < 100
+    assert abs(percentile(c.broadcast_ms, 50) - percentile(c.commit_ms, 50)) < 20  # loose: two shared cores
+    assert c.chart.is_file()
