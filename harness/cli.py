@@ -230,8 +230,8 @@ def _print_verdict(verdict: Any, where: Path) -> None:
     for name in ("ours", "supabase-js"):
         fl = f.get(name)
         if fl and "p99" in fl:
-            _out(f"  {'probes':<26} {name}: {fl['delivered']}/{fl['expected']} delivered, write->deliver p50"
-                 f" {fl['p50']:.1f} / p99 {fl['p99']:.1f} ms")
+            _out(f"  {'probes':<26} {name}: {fl['delivered']}/{fl['expected']} delivered live, write->deliver p50"
+                 f" {fl['p50']:.1f} / p99 {fl['p99']:.1f} ms on a healthy network")
     g = f.get("twin_minus_original_ms")
     if g:
         _out(f"  {'':<26} supabase-js stamps {g['p50']:.1f} ms after ours at the median (p99 {g['p99']:.1f} ms)")

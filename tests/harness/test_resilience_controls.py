@@ -5,7 +5,7 @@ heartbeat, so a black hole of 5 s is noticed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from harness.criteria import Verdict, load_criteria
@@ -19,18 +19,15 @@ CRITERIA = load_criteria()
 FAST = ReconnectPolicy(heartbeat_s=2.0, backoff_s=(0.5, 1.0, 2.0))
 
 
-def run(stack: EmbeddedStack, tmp: Path, policy: ReconnectPolicy = FAST,
-        tweak: Callable[[Lifecycle], None] | None = None, recover_s: float = 6.0) -> Verdict:
-    lc = Lifecycle(stack.target(), CRITERIA, tmp, js=False, quiet=True, phases=("flows", "resilience"), seed=1,
-                   policy=policy)
+def judge_run(stack: EmbeddedStack, tmp: Path, body: Callable[[Lifecycle], Awaitable[None]],
+              phases: tuple[str, ...] = ("flows", "resilience"), policy: ReconnectPolicy = FAST) -> Verdict:
+    """A run of our probes only (the controls break the server or our client), ``body`` between open and close."""
+    lc = Lifecycle(stack.target(), CRITERIA, tmp, js=False, quiet=True, phases=phases, seed=1, policy=policy)
 
     async def go() -> None:
         try:
             await lc.open()
-            if tweak is not None:
-                tweak(lc)
-            await lc.flows([order_flow, status_update], 1)
-            await resilience(lc, blackhole_s=5.0, settle_s=1.0, recover_s=recover_s)
+            await body(lc)
             await lc.settle(2.0)
         finally:
             await lc.close()
@@ -39,6 +36,17 @@ def run(stack: EmbeddedStack, tmp: Path, policy: ReconnectPolicy = FAST,
     lc.end(None)
     assert lc.verdict is not None
     return lc.verdict
+
+
+def run(stack: EmbeddedStack, tmp: Path, policy: ReconnectPolicy = FAST,
+        tweak: Callable[[Lifecycle], None] | None = None, recover_s: float = 6.0) -> Verdict:
+    async def body(lc: Lifecycle) -> None:
+        if tweak is not None:
+            tweak(lc)
+        await lc.flows([order_flow, status_update], 1)
+        await resilience(lc, blackhole_s=5.0, settle_s=1.0, recover_s=recover_s)
+
+    return judge_run(stack, tmp, body, policy=policy)
 
 
 def test_a_client_that_never_reconnects_is_no_go_on_reconnect_time(stack: EmbeddedStack, tmp_path: Path) -> None:
@@ -71,23 +79,13 @@ def test_an_offline_queue_that_replays_without_keys_is_no_go_on_offline_sync(sta
     from harness.flows import cart_sync
     from harness.offline import offline
 
-    lc = Lifecycle(stack.target(), CRITERIA, tmp_path, js=False, quiet=True, phases=("flows", "offline"), seed=1,
-                   policy=FAST)
+    async def body(lc: Lifecycle) -> None:
+        await lc.flows([order_flow, cart_sync], 1)
+        await offline(lc, replays=2, idempotent=False)  # each write sent twice, and nothing makes that harmless
 
-    async def go() -> None:
-        try:
-            await lc.open()
-            await lc.flows([order_flow, cart_sync], 1)
-            await offline(lc, replays=2, idempotent=False)  # each write sent twice, and nothing makes that harmless
-            await lc.settle(2.0)
-        finally:
-            await lc.close()
-
-    asyncio.run(go())
-    lc.end(None)
-    assert lc.verdict is not None
-    line = lc.verdict.line("offline_sync").result
-    assert not lc.verdict.go and line.valid is False and "1 applied twice" in line.summary, line.summary
+    v = judge_run(stack, tmp_path, body, phases=("flows", "offline"))
+    line = v.line("offline_sync").result
+    assert not v.go and line.valid is False and "1 applied twice" in line.summary, line.summary
     assert [e["class"] for e in line.details["evidence"]] == ["duplicated"]  # the order; the cart and profile are
     # idempotent by nature (an upsert on the natural key, an update to the same value)
 
@@ -96,23 +94,13 @@ def test_a_server_refusing_joins_after_a_restart_is_no_go_on_reliability(tmp_pat
     from harness.faults import StackFault, inject
 
     with EmbeddedStack.from_fixtures(seed=False, fault_refuse_joins_s=10.0) as broken:
-        lc = Lifecycle(broken.target(), CRITERIA, tmp_path, js=False, quiet=True, phases=("flows", "resilience"),
-                       seed=1, policy=FAST)
+        async def body(lc: Lifecycle) -> None:
+            await lc.flows([order_flow], 1)
+            await inject(broken, StackFault("restart_realtime"), lc.run.history)  # every socket dropped
+            await asyncio.sleep(14.0)  # the clients reconnect at once, and are refused for 10 s
+            await lc.flows([order_flow], 1)
 
-        async def go() -> None:
-            try:
-                await lc.open()
-                await lc.flows([order_flow], 1)
-                await inject(broken, StackFault("restart_realtime"), lc.run.history)  # every socket dropped
-                await asyncio.sleep(14.0)  # the clients reconnect at once, and are refused for 10 s
-                await lc.flows([order_flow], 1)
-                await lc.settle(2.0)
-            finally:
-                await lc.close()
-
-        asyncio.run(go())
-        lc.end(None)
-    assert lc.verdict is not None
-    line = lc.verdict.line("connection_reliability").result
-    assert not lc.verdict.go and line.valid is False and line.value < 99.9, line.summary
+        v = judge_run(broken, tmp_path, body)
+    line = v.line("connection_reliability").result
+    assert not v.go and line.valid is False and line.value < 99.9, line.summary
     assert any("UnableToJoin" in str(e["why"]) for e in line.details["evidence"])
