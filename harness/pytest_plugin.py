@@ -44,7 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="both: our probes and supabase-js twins under Node (default); py: ours only")
 
 
+_received: list[int] = []  # the signals that stopped the session (SIGTERM, SIGHUP; Ctrl-C is pytest's own)
+
+
 def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -188,6 +192,10 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
         failure = e
         raise
     finally:
+        if failure is None and (_received or getattr(request.session, "exitstatus", None) == pytest.ExitCode.INTERRUPTED):
+            from harness.signals import Interrupt
+
+            failure = Interrupt(_received[-1] if _received else signal.SIGINT)  # the session was interrupted
         try:
             _zora_loop.run(lc.close())
         finally:

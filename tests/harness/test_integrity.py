@@ -326,3 +326,24 @@ def test_kill_9_in_the_middle_of_a_black_hole_leaves_nothing_running_and_a_reada
     again = cli("gate", "--report-dir", str(tmp_path / "next"), "--rounds", "1", "--no-faults", "--probes", "py",
                 "--quiet")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_sigterm_to_pytest_scenarios_cleans_up_like_ctrl_c(stack: EmbeddedStack, tmp_path: Path) -> None:
+    # CI cancels a job with SIGTERM: the plugin treats it as Ctrl-C, so pytest tears the fixtures down and the
+    # module's run deletes its rows and writes its verdict
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "scenarios/test_order_flow.py", "--target", "url", "-q",
+                          "-p", "no:cacheprovider", "--report-dir", str(tmp_path), "--probes", "py"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_for(stack))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any((d / "history.jsonl").is_file() and "place_order" in
+                                                  (d / "history.jsonl").read_text() for d in tmp_path.iterdir()):
+        time.sleep(0.05)  # bounded: until the module's flows are writing
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode != 0, out
+    [run_dir] = list(tmp_path.iterdir())
+    assert_nothing_left(stack, json.loads((run_dir / "config.json").read_text())["run_id"])
+    assert "interrupted by SIGTERM" in (run_dir / "verdict.md").read_text(), out
