@@ -47,6 +47,9 @@ __all__ = ["MILESTONES", "REGIMES", "FaultSpan", "Recovery", "Reliability", "che
 REGIMES = {"reset": "reset", "restart_realtime": "reset", "blackhole": "blackhole"}
 MILESTONES = ("socket", "rejoined", "first_event", "converged")
 LOST = ("closed", "heartbeat_timeout")  # socket states that mean the client saw its connection go
+# a join whose postgres_changes bindings are not live this long after its reply has failed, fault or not: the
+# clients' push timeout (supabase-js and ours, 10 s). A fault sooner than that leaves the attempt unjudged.
+LIVE_WITHIN_NS = 10_000_000_000
 STOPPING = "stopping"  # a probe's own end: what its socket does afterwards is not the target's doing
 
 
@@ -208,7 +211,10 @@ class Reliability:
 def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliability:
     """Join attempts (JoinAttempt) per probe and channel; one counts as held if it was ok, its channel then
     went live (postgres_changes: system ok before anything else happened to it), and it was not dropped
-    (socket lost, channel closed) before a fault reached the probe or the run ended."""
+    (socket lost, channel closed) before a fault reached the probe or the run ended. An attempt a fault cut
+    before it could succeed counts neither way: a join lost in the fault, or joined with its bindings not yet
+    live when a fault came sooner than ``LIVE_WITHIN_NS`` after the reply (seen on a loaded machine: churn's
+    next reset 0.3 ms after a join's reply). Not live by then, or by the run's end, is a failure."""
     all_spans = spans(records)
     attempts = 0
     held = 0
@@ -228,7 +234,7 @@ def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliabil
         for i, r in enumerate(recs):
             if not isinstance(r, JoinAttempt):
                 continue
-            if r.outcome == "lost" and any(s.start <= r.t <= (s.end or r.t) + 100_000_000 for s in mine):
+            if r.outcome == "lost" and any(s.start <= r.t <= (s.end or r.t) + LIVE_WITHIN_NS for s in mine):
                 continue  # cut by a fault before it could succeed: no evidence either way
             attempts += 1
             ok = r.outcome == "ok"
@@ -252,6 +258,9 @@ def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliabil
                 elif isinstance(later, ConnState) and later.channel is None and later.state in LOST:
                     ok, why = False, f"socket {later.state} with no fault active"
             if ok and not live:
+                if next_fault is not None and next_fault - r.t < LIVE_WITHIN_NS:
+                    attempts -= 1  # the fault came before its bindings could be live: no evidence either way
+                    continue
                 ok, why = False, "joined, but postgres_changes never went live"
             if ok:
                 held += 1

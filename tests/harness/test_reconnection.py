@@ -116,6 +116,26 @@ def test_reliability_counts_attempts_that_held_until_a_fault_or_the_end() -> Non
     assert line.valid is False and "weak evidence" in line.summary and "1000" in line.summary
 
 
+def test_a_join_a_fault_cuts_before_its_bindings_are_live_counts_neither_way() -> None:
+    # seen under load: churn's next reset 0.3 ms after a join's reply, before postgres_changes said ok
+    cut = [started(), probe_set(), *rejoin(0, pg_ok=False), *fault("f1", "reset", 10 * MS + 300_000, 11 * MS),
+           ConnState(t=20 * MS, probe="p", state="closed"),
+           JoinAttempt(t=20 * MS, probe="p", channel=NEWS, outcome="lost"), *rejoin(1 * S),
+           RunFinished(t=3 * S, outcome="completed")]
+    rel = reliability(cut, {"p": INFO})
+    assert (rel.attempts, rel.held) == (3, 3), rel.failures  # the cut pg join and the lost one: unjudged
+    # the same join with its fault 11 s later (past the clients' push timeout): it had failed before the fault
+    late = [started(), probe_set(), *rejoin(0, pg_ok=False), *fault("f1", "reset", 11 * S, 11 * S + MS),
+            RunFinished(t=13 * S, outcome="completed")]
+    rel = reliability(late, {"p": INFO})
+    assert (rel.attempts, rel.held) == (2, 1) and "never went live" in str(rel.failures[0]["why"])
+    # a join lost long after the fault ended is the target's doing
+    lost = [*healthy_start(), *fault("f1", "reset", 1 * S, 1 * S + MS), *rejoin(2 * S),
+            JoinAttempt(t=15 * S, probe="p", channel=NEWS, outcome="lost"), RunFinished(t=16 * S, outcome="completed")]
+    rel = reliability(lost, {"p": INFO})
+    assert rel.attempts == 5 and rel.held < 5
+
+
 def test_a_missed_event_read_back_by_the_refetch_is_recovered_not_lost() -> None:
     base: list[Record] = [started(), probe_set(), *write(1 * S, "c1", 1, "o1", "7", ["p"], "status_update",
                                                           type_="UPDATE", status="ready",
