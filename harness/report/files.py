@@ -1,6 +1,5 @@
 """The verdict files of a run, drawn from the verdict and the analysis alone (no re-checking here):
-results.json, verdict.md, junit.xml, and charts (latency CDF per criterion, delivery matrix of app x
-event group).
+``results.json`` (what ``trend`` reads back), ``verdict.md`` and ``junit.xml``.
 
 Everything is computed from the run directory: ``zora-harness analyze`` rebuilds the same files from a
 stored history, into a directory of its own.
@@ -14,33 +13,18 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from harness.checks import LABELS, Analysis, percentile
-from harness.checks.reconnection import MILESTONES, FaultSpan, spans
+from harness.checks import LABELS, Analysis
+from harness.checks.reconnection import MILESTONES, spans
 from harness.criteria import NOT_JUDGED, Verdict
+from harness.report.text import headline
 
-__all__ = ["VERDICT_FILES", "headline", "results", "write_report"]
-
-VERDICT_FILES = ("results.json", "verdict.md", "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png",
-                 "charts/latency_over_time.png")
+__all__ = ["results", "write_files"]
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.1f}"
     return "n/a" if v is None else str(v)
-
-
-def headline(v: Verdict) -> str:
-    """The verdict's first line: the verdict and the target it ran against."""
-    t = v.target
-    where = f"{t.get('kind', '?')} {t.get('url', '')}".strip() if t else "unknown target"
-    skipped = f"; not tested: {', '.join(v.skipped)}" if v.skipped else ""
-    return f"{v.label}  (target: {where}{skipped})"
 
 
 def results(v: Verdict, a: Analysis) -> dict[str, Any]:
@@ -61,7 +45,8 @@ def results(v: Verdict, a: Analysis) -> dict[str, Any]:
                         "torn_tail": a.run.torn_tail, "finished": a.run.finished is not None}}
 
 
-def write_report(out: Path, a: Analysis, v: Verdict) -> None:
+def write_files(out: Path, a: Analysis, v: Verdict) -> None:
+    """results.json, verdict.md and junit.xml into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results(v, a), indent=2, default=str))
@@ -104,136 +89,3 @@ def write_report(out: Path, a: Analysis, v: Verdict) -> None:
     (out / "junit.xml").write_text(
         f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="zora-gate" tests="{len(cases)}" '
         f'failures="{fails}" skipped="{unknown}">\n' + "\n".join(cases) + "\n</testsuite>\n")
-    _charts(out / "charts", a, v)
-
-
-def _shade(ax: Any, faults: list[FaultSpan], until: float) -> None:
-    """Fault intervals as shaded bands (an instant fault as a line), labelled once per fault name."""
-    seen: set[str] = set()
-    for f in faults:
-        start = f.start / 1e9
-        end = (f.end if f.end is not None else until * 1e9) / 1e9
-        label = None if f.name in seen else f.name
-        seen.add(f.name)
-        if end - start < 0.05:
-            ax.axvline(start, color="tab:red", linewidth=1.2, alpha=0.7, label=label)
-        else:
-            ax.axvspan(start, end, color="tab:red", alpha=0.12, label=label)
-
-
-def _over_time(out: Path, a: Analysis) -> None:
-    """write->deliver of every delivery against the time of its write, with p50 / p99 per second, faults shaded."""
-    pts = sorted((d.t_write / 1e9, (d.seen[0].t - d.t_write) / 1e6) for d in a.deliveries.values() if d.seen)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    faults = spans(a.records)
-    until = max([t for t, _ in pts] + [(f.end or f.start) / 1e9 for f in faults] + [1.0])
-    _shade(ax, faults, until)
-    if pts:
-        ax.scatter([t for t, _ in pts], [ms for _, ms in pts], s=4, alpha=0.35, color="tab:blue", label="deliveries")
-        width = max(0.05, (pts[-1][0] - pts[0][0]) / 40)  # about 40 bins over the run, whatever its length
-        bins: dict[int, list[float]] = {}
-        for t, ms in pts:
-            bins.setdefault(int(t / width), []).append(ms)
-        xs = sorted(bins)
-        for q, style in ((50, "-"), (99, "--")):
-            ax.plot([(x + 0.5) * width for x in xs], [percentile(bins[x], q) for x in xs], style, color="black",
-                    linewidth=1, marker="." if len(xs) < 3 else None, label=f"p{q} per {width:.2g} s")
-        ax.set_yscale("log")
-    ax.set_xlabel("time of the write (s since the run started)")
-    ax.set_ylabel("write->deliver (ms)")
-    ax.set_title("Latency over time (shaded: faults)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / "latency_over_time.png", dpi=110)
-    plt.close(fig)
-
-
-def _reconnection(out: Path, a: Analysis) -> None:
-    """One row per probe: the faults that reached it, and when it noticed, reconnected, rejoined, got its first
-    event and converged."""
-    recs = a.recoveries()
-    if not recs:
-        return
-    probes = sorted({r.probe for r in recs})
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * len(probes)))
-    faults = spans(a.records)
-    _shade(ax, faults, max((f.end or f.start) for f in faults) / 1e9 + 1)
-    marks = (("noticed_t", "x", "tab:orange"), ("socket_t", "o", "tab:blue"), ("rejoined_t", "|", "tab:green"),
-             ("first_event_t", "^", "tab:purple"), ("converged_t", "s", "black"))
-    for i, p in enumerate(probes):
-        for r in (r for r in recs if r.probe == p):
-            for attr, marker, color in marks:
-                t = getattr(r, attr)
-                if t is not None:
-                    ax.scatter([t / 1e9], [i], marker=marker, color=color, s=28,
-                               label=attr.removesuffix("_t") if i == 0 else None)
-    ax.set_yticks(range(len(probes)), probes, fontsize=7)
-    ax.set_xlabel("time (s since the run started)")
-    ax.set_title("Reconnection timeline per probe (shaded: faults)")
-    handles, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles, strict=False))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", ncol=3)
-    fig.tight_layout()
-    fig.savefig(out / "reconnection.png", dpi=110)
-    plt.close(fig)
-
-
-def _charts(out: Path, a: Analysis, v: Verdict) -> None:
-    out.mkdir(exist_ok=True)
-    _over_time(out, a)
-    _reconnection(out, a)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    drawn = False
-    for ln in v.lines:
-        c = ln.criterion
-        if c.kind != "latency":
-            continue
-        vals = a.samples(None if c.events == "*" else c.events, c.metric)
-        if not vals:
-            continue
-        s = sorted(vals)
-        ax.plot(s, [(i + 1) / len(s) for i in range(len(s))], label=f"{c.id} ({c.metric}, n={len(s)})")
-        ax.axvline(c.max_ms, linestyle=":", linewidth=0.8)
-        drawn = True
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("fraction of deliveries")
-    ax.set_title("Latency CDF per criterion (dotted: limits)")
-    if drawn:
-        ax.set_xscale("log")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "latency_cdf.png", dpi=110)
-    plt.close(fig)
-
-    probes = sorted({p for _, p in a.deliveries} | {leak.probe for leak in a.unexpected})
-    groups = sorted({d.exp.group for d in a.deliveries.values()})
-    if not probes or not groups:
-        return
-    cells: dict[tuple[str, str], list[int]] = {}  # (probe, group) -> [got, expected, leaks]
-    for (_, p), d in a.deliveries.items():
-        cell = cells.setdefault((p, d.exp.group), [0, 0, 0])
-        cell[0] += bool(d.seen)
-        cell[1] += 1
-    for leak in a.unexpected:
-        cells.setdefault((leak.probe, leak.exp.group), [0, 0, 0])[2] += 1
-    grid = [[math.nan] * len(groups) for _ in probes]
-    text = [[""] * len(groups) for _ in probes]
-    for i, p in enumerate(probes):
-        for j, g in enumerate(groups):
-            got, n, leaks = cells.get((p, g), [0, 0, 0])
-            if leaks:
-                grid[i][j], text[i][j] = -1.0, f"{leaks} leak"
-            elif n:
-                grid[i][j], text[i][j] = got / n, f"{got}/{n}"
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 + 1.3 * len(groups)), 0.9 + 0.45 * len(probes)))
-    ax.imshow(grid, cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(groups)), groups, rotation=20, fontsize=8)
-    ax.set_yticks(range(len(probes)), probes, fontsize=8)
-    for i in range(len(probes)):
-        for j in range(len(groups)):
-            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7)
-    ax.set_title("Delivery matrix: app (probe) x event group")
-    fig.tight_layout()
-    fig.savefig(out / "delivery_matrix.png", dpi=110)
-    plt.close(fig)
