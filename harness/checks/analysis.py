@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.checks.reconnection import Recovery, Reliability, recoveries, reliability
-from harness.checks.stats import stat
+from harness.checks.stats import stats
 from harness.records import (
     Broadcast,
     Change,
@@ -220,9 +220,9 @@ class Analysis:
         for name, vals in groups.items():
             if expected[name]:
                 out[name] = {"expected": expected[name], "delivered": delivered[name],
-                             **({s: stat(vals, s) for s in ("p50", "p95", "p99", "max")} if vals else {})}
+                             **(stats(vals, ("p50", "p95", "p99", "max")) if vals else {})}
         if gaps:
-            out["twin_minus_original_ms"] = {"n": len(gaps), **{s: stat(gaps, s) for s in ("p50", "p95", "p99", "max")}}
+            out["twin_minus_original_ms"] = {"n": len(gaps), **stats(gaps, ("p50", "p95", "p99", "max"))}
         return out
 
 

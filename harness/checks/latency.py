@@ -15,7 +15,7 @@ import heapq
 
 from harness.checks.analysis import METRICS, Analysis
 from harness.checks.result import Result
-from harness.checks.stats import STATISTICS, stat
+from harness.checks.stats import STATISTICS, stats
 
 __all__ = ["METRICS", "STATISTICS", "latency"]
 
@@ -29,7 +29,7 @@ def latency(a: Analysis, group: str | None, metric: str, statistic: str, max_ms:
     label = name or f"{group or 'all'}:{metric}"
     if not values:
         return Result(label, None, summary=f"no {metric} samples for {group or 'any event group'}")
-    figures = {s: stat(values, s) for s in STATISTICS}
+    figures = stats(values)
     value = figures[statistic]
     if error_ms and value - error_ms <= max_ms < value + error_ms:
         valid: bool | None = None

@@ -81,67 +81,63 @@ def build(a: Analysis, deadlines_ms: Mapping[str, float] | None = None) -> Frame
             key = (d.process, probe)
             latest[key] = max(latest.get(key, -1), d.t_write)
     wall, offset = a.wall_origin, a.offset_ns
-    cols: dict[str, list[Any]] = {c: [] for c in (
-        "eid", "probe", "group", "source", "process", "entitled", "t_write_s", "t_seen_s", "copies",
-        "write_to_deliver_ms", "commit_to_deliver_ms", "degraded", "outcome", "late")}
-    for (eid, probe), d in a.deliveries.items():
-        first = d.seen[0] if d.seen else None
-        w2d = (first.t - d.t_write) / 1e6 if first is not None else math.nan
-        c2d = math.nan
-        if isinstance(first, Change) and first.commit_ns is not None and wall is not None:
-            c2d = (wall + first.t - (first.commit_ns - offset)) / 1e6
-        degraded = a.degraded(d)
-        if first is not None:
-            outcome = "delivered"
+    n = len(a.deliveries) + len(a.unexpected)
+    # strings as lists of the records' own str objects; numbers straight into arrays (no float object per cell:
+    # at a million deliveries the frame is built within the memory the analysis already holds)
+    eid: list[str] = []
+    probe_of: list[str] = []
+    group: list[str] = []
+    source: list[str] = []
+    process: list[str] = []
+    t_write, t_seen = np.full(n, np.nan), np.full(n, np.nan)
+    w2d_ms, c2d_ms = np.full(n, np.nan), np.full(n, np.nan)
+    copies = np.zeros(n, dtype=np.int32)
+    entitled, degraded, late = np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    outcome = np.zeros(n, dtype=np.int8)  # codes of OUTCOMES
+    code = {o: i for i, o in enumerate(OUTCOMES)}
+    for i, ((e, probe), d) in enumerate(a.deliveries.items()):
+        eid.append(e)
+        probe_of.append(probe)
+        group.append(d.exp.group)
+        source.append(d.exp.source)
+        process.append(d.process)
+        t_write[i] = d.t_write / _NS
+        bad = degraded[i] = a.degraded(d)
+        if d.seen:
+            first = d.seen[0]
+            t_seen[i] = first.t / _NS
+            w2d = w2d_ms[i] = (first.t - d.t_write) / 1e6
+            copies[i] = len(d.seen)
+            if isinstance(first, Change) and first.commit_ns is not None and wall is not None:
+                c2d_ms[i] = (wall + first.t - (first.commit_ns - offset)) / 1e6
+            deadline = deadlines.get(d.exp.group)
+            late[i] = deadline is not None and w2d > deadline and not bad
         elif recovered(a, d):
-            outcome = "recovered"
+            outcome[i] = code["recovered"]
         elif latest.get((d.process, probe), -1) > d.t_write:
-            outcome = "lost"
+            outcome[i] = code["lost"]
         else:
-            outcome = "unseen"
-        deadline = deadlines.get(d.exp.group)
-        cols["eid"].append(eid)
-        cols["probe"].append(probe)
-        cols["group"].append(d.exp.group)
-        cols["source"].append(d.exp.source)
-        cols["process"].append(d.process)
-        cols["entitled"].append(True)
-        cols["t_write_s"].append(d.t_write / _NS)
-        cols["t_seen_s"].append(first.t / _NS if first is not None else math.nan)
-        cols["copies"].append(len(d.seen))
-        cols["write_to_deliver_ms"].append(w2d)
-        cols["commit_to_deliver_ms"].append(c2d)
-        cols["degraded"].append(degraded)
-        cols["outcome"].append(outcome)
-        cols["late"].append(deadline is not None and first is not None and w2d > deadline and not degraded)
-    for leak in a.unexpected:
-        cols["eid"].append(leak.exp.eid)
-        cols["probe"].append(leak.probe)
-        cols["group"].append(leak.exp.group)
-        cols["source"].append(leak.exp.source)
-        cols["process"].append("")
-        cols["entitled"].append(False)
-        cols["t_write_s"].append(math.nan)
-        cols["t_seen_s"].append(leak.obs.t / _NS)
-        cols["copies"].append(1)
-        cols["write_to_deliver_ms"].append(math.nan)
-        cols["commit_to_deliver_ms"].append(math.nan)
-        cols["degraded"].append(False)
-        cols["outcome"].append("unexpected")
-        cols["late"].append(False)
-    probes = _cat(cols["probe"])
+            outcome[i] = code["unseen"]
+    for i, leak in enumerate(a.unexpected, start=len(a.deliveries)):
+        eid.append(leak.exp.eid)
+        probe_of.append(leak.probe)
+        group.append(leak.exp.group)
+        source.append(leak.exp.source)
+        process.append("")
+        entitled[i] = False
+        t_seen[i] = leak.obs.t / _NS
+        copies[i] = 1
+        outcome[i] = code["unexpected"]
+    probes = _cat(probe_of)
     events = pd.DataFrame({
-        **{c: _cat(cols[c]) for c in ("eid", "group", "source", "process")},
+        "eid": _cat(eid), "group": _cat(group), "source": _cat(source), "process": _cat(process),
         "probe": probes,
         "app": _mapped(probes, lambda p: app_of.get(p, p.split("/")[0])),
         "flavour": _mapped(probes, a.flavour),
-        "entitled": np.array(cols["entitled"], dtype=bool),
-        **{c: np.array(cols[c], dtype=float) for c in ("t_write_s", "t_seen_s", "write_to_deliver_ms",
-                                                        "commit_to_deliver_ms")},
-        "copies": np.array(cols["copies"], dtype=np.int32),
-        "degraded": np.array(cols["degraded"], dtype=bool),
-        "outcome": pd.Categorical(cols["outcome"], categories=OUTCOMES),
-        "late": np.array(cols["late"], dtype=bool),
+        "entitled": entitled, "t_write_s": t_write, "t_seen_s": t_seen, "write_to_deliver_ms": w2d_ms,
+        "commit_to_deliver_ms": c2d_ms, "copies": copies, "degraded": degraded,
+        "outcome": pd.Categorical.from_codes(outcome.astype(np.int64), categories=pd.Index(list(OUTCOMES))),
+        "late": late,
     })
     return Frames(events, _observations(a), _faults(a), _recoveries(a), _probes(a))
 
@@ -251,16 +247,19 @@ def matrix(f: Frames) -> pd.DataFrame:
     if ev.empty:
         return pd.DataFrame(columns=cols)
     both = ev["flavour"].nunique() > 1
-    rows = [row_label(str(a), str(fl), both) for a, fl in zip(ev["app"], ev["flavour"], strict=True)]
     df = pd.DataFrame({
-        "row": rows, "group": ev["group"].astype(str),
+        "app": ev["app"], "flavour": ev["flavour"], "group": ev["group"],
         "expected": ev["entitled"].astype(int),
         "delivered": (ev["outcome"] == "delivered").astype(int),
         "recovered": (ev["outcome"] == "recovered").astype(int),
         "missed": ev["outcome"].isin(("lost", "unseen")).astype(int),
-        "duplicated": (ev["copies"] > 1).astype(int),
+        "duplicated": (ev["entitled"] & (ev["copies"] > 1)).astype(int),
         "leaks": (~ev["entitled"]).astype(int)})
-    return df.groupby(["row", "group"], sort=True, observed=True).sum().reset_index()[cols]
+    out = df.groupby(["app", "flavour", "group"], sort=True, observed=True).sum().reset_index()
+    out["row"] = [row_label(str(a), str(fl), both) for a, fl in zip(out["app"], out["flavour"], strict=True)]
+    out["group"] = out["group"].astype(str)
+    out = out.groupby(["row", "group"], sort=True).sum(numeric_only=True).reset_index()
+    return out[cols]
 
 
 def classes(f: Frames) -> dict[str, int]:
