@@ -45,12 +45,12 @@ a GO gate whose load profile is NO-GO exits 1, one whose load profile failed exi
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def find_load_profile() -> tuple[Callable[..., int] | None, str]:
+def find_load_profile(root: Path = ROOT) -> tuple[Callable[..., int] | None, str]:
     """The load package's nightly profile, or None and why not (a sentence for the summary). ``load/`` sits at the
     project's root beside ``harness/`` (``locust -f load``), which an installed console script does not have on its
     path: it is added for the import when the directory is there."""
-    if (ROOT / "load").is_dir() and str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))
+    if (root / "load").is_dir() and str(root) not in sys.path:
+        sys.path.append(str(root))
     if importlib.util.find_spec("load") is None:
         return None, "load profile skipped: there is no load/ package yet"
     try:
