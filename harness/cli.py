@@ -1,8 +1,9 @@
 """``zora-harness``: the command line.
 
 Exit codes (documented in README.md, each tested):
-    0  success (``gate``, ``analyze``: GO; ``clean``: nothing of the run left)
-    1  NO-GO (``gate``, ``analyze``); ``clean``: rows of the run remain
+    0  success (``gate``, ``analyze``, ``nightly``: GO; ``clean``: nothing of the run left; ``report``: written;
+       ``trend``: no threshold broken by the newest run of any series)
+    1  NO-GO (``gate``, ``analyze``, ``nightly``); ``clean``: rows of the run remain; ``trend``: a regression
     2  bad usage or configuration (one line on stderr)
     3  target unreachable, not a Supabase API, or the embedded stack could not start
     4  internal error of the harness (the run directory keeps what was recorded, with a NO-GO report)
@@ -200,7 +201,7 @@ def _report_parsers(sub: Any, gate: argparse.ArgumentParser) -> None:
                                        "regressions of the newest run of each against a baseline.",
                            epilog=TREND_EPILOG, formatter_class=_Help)
     trend.add_argument("dir", type=Path, metavar="DIR")
-    trend.add_argument("--fail-on", action="append", default=[], metavar="SPEC",
+    trend.add_argument("--fail-on", action="append", metavar="SPEC",
                        help="a regression threshold, repeatable: METRIC:CONDITION, e.g. realtime_latency.p99:+10%% or "
                             "delivery:<100%% (grammar below)")
     trend.add_argument("--baseline", type=Path, metavar="RUN",
@@ -252,7 +253,7 @@ def _trend(args: argparse.Namespace) -> int:
     from harness.report.trend import TrendError, trend
 
     try:
-        result = trend(args.dir, fail_on=args.fail_on, baseline=args.baseline, last=args.last, out=args.out)
+        result = trend(args.dir, fail_on=args.fail_on or [], baseline=args.baseline, last=args.last, out=args.out)
     except TrendError as e:
         raise UsageError(str(e)) from e
     for line in result.lines():
