@@ -1,8 +1,9 @@
 """``zora-harness``: the command line.
 
 Exit codes (documented in README.md, each tested):
-    0  success (``gate``, ``analyze``: GO; ``clean``: nothing of the run left)
-    1  NO-GO (``gate``, ``analyze``); ``clean``: rows of the run remain
+    0  success (``gate``, ``analyze``, ``nightly``: GO; ``clean``: nothing of the run left; ``report``: written;
+       ``trend``: no threshold broken by the newest run of any series)
+    1  NO-GO (``gate``, ``analyze``, ``nightly``); ``clean``: rows of the run remain; ``trend``: a regression
     2  bad usage or configuration (one line on stderr)
     3  target unreachable, not a Supabase API, or the embedded stack could not start
     4  internal error of the harness (the run directory keeps what was recorded, with a NO-GO report)
@@ -168,7 +169,96 @@ def _parser() -> argparse.ArgumentParser:
                            epilog=EXIT_CODES, formatter_class=_Help)
     clean.add_argument("--run-id", required=True, help="the run id (zr + 8 hex digits; in the run's config.json)")
     _target_flags(clean, "(not needed)", "url")
+    _report_parsers(sub, gate)
     return p
+
+
+def _report_parsers(sub: Any, gate: argparse.ArgumentParser) -> None:
+    """``report``, ``nightly`` (every flag of the gate, passed through) and ``trend``."""
+    from harness.nightly import NIGHTLY_EPILOG
+    from harness.report.trend import TREND_EPILOG
+
+    report = sub.add_parser("report", help="write RUN/index.html, the run's report for people",
+                            description="Judge a stored run directory again (with the criteria it recorded) and write "
+                                        "its self-contained HTML report, RUN/index.html. Nothing else in RUN changes.",
+                            epilog="exit codes:\n  0    written\n  2    bad usage (not a run directory, unreadable "
+                                   "criteria, RUN not writable)", formatter_class=_Help)
+    report.add_argument("run_dir", type=Path, metavar="RUN")
+    report.add_argument("--criteria", type=Path, help="criteria file (default: the run's own criteria.toml)")
+    nightly = sub.add_parser("nightly", add_help=False, formatter_class=_Help, epilog=NIGHTLY_EPILOG,
+                             help="the gate + a short load profile (when load/ has one) + the report and a Markdown "
+                                  "summary, in one run directory",
+                             description="Run the gate (every gate flag works here too), then the short load profile "
+                                         "of load/ when there is one, into the same run directory; write index.html "
+                                         "and summary.md (appended to $GITHUB_STEP_SUMMARY when set). The exit code "
+                                         "is the gate's.")
+    nightly._add_container_actions(gate)  # the gate's flags, as argparse's parents= copies them
+    nightly.add_argument("--no-load", action="store_true", help="skip the load profile even when load/ has one")
+    trend = sub.add_parser("trend", help="chart each criterion's figure across many runs; flag regressions",
+                           description="Read every run directory under DIR (results.json, environment.json, "
+                                       "config.json), chart each criterion's figure over time into DIR/trend.html and "
+                                       "DIR/trend/*.png, one line per target and machine (never mixed), and flag "
+                                       "regressions of the newest run of each against a baseline.",
+                           epilog=TREND_EPILOG, formatter_class=_Help)
+    trend.add_argument("dir", type=Path, metavar="DIR")
+    trend.add_argument("--fail-on", action="append", metavar="SPEC",
+                       help="a regression threshold, repeatable: METRIC:CONDITION, e.g. realtime_latency.p99:+10%% or "
+                            "delivery:<100%% (grammar below)")
+    trend.add_argument("--baseline", type=Path, metavar="RUN",
+                       help="compare with this run directory (default: the median of the earlier runs of the same "
+                            "target and machine)")
+    trend.add_argument("--last", type=int, default=30, help="how many earlier runs the median baseline reads (1-1000)")
+    trend.add_argument("--out", type=Path, help="where trend.html and trend/ go (default: DIR)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.judge import judge
+    from harness.report import write_html
+
+    run_dir: Path = args.run_dir
+    history = run_dir / "history.jsonl"
+    if not history.is_file():
+        raise UsageError(f"{run_dir}: no history.jsonl there (not a run directory)")
+    criteria = _run_criteria(run_dir, args.criteria)
+    judged = judge(history, criteria)
+    stored = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        import json
+
+        stored = json.loads((run_dir / "results.json").read_text(encoding="utf-8")).get("verdict")
+    try:
+        write_html(run_dir, judged.analysis, judged.verdict, stored_verdict=stored)
+    except OSError as e:
+        raise UsageError(f"{run_dir}: cannot write index.html: {e.strerror or e}") from e
+    _out(f"{run_dir / 'index.html'}  ({judged.verdict.label})")
+    return EXIT_OK
+
+
+def _run_criteria(run_dir: Path, given: Path | None) -> Any:
+    """The criteria to judge a stored run by: ``given``, else the run's own criteria.toml."""
+    from harness.criteria import CriteriaError, parse_criteria
+
+    own = run_dir / "criteria.toml"
+    if given is not None:
+        return _load_criteria(given)
+    if not own.is_file():
+        raise UsageError(f"{run_dir}: the run recorded no criteria.toml; pass --criteria FILE")
+    try:
+        return parse_criteria(own.read_text(encoding="utf-8"), str(own))
+    except (CriteriaError, UnicodeDecodeError) as e:
+        raise UsageError(f"{own}: the run's own criteria cannot be read ({e}); pass --criteria") from e
+
+
+def _trend(args: argparse.Namespace) -> int:
+    from harness.report.trend import TrendError, trend
+
+    try:
+        result = trend(args.dir, fail_on=args.fail_on or [], baseline=args.baseline, last=args.last, out=args.out)
+    except TrendError as e:
+        raise UsageError(str(e)) from e
+    for line in result.lines():
+        _out(line)
+    return EXIT_NO_GO if result.regressions else EXIT_OK
 
 
 def _load_criteria(path: Path | None) -> Any:
@@ -238,6 +328,11 @@ def _print_verdict(verdict: Any, where: Path) -> None:
 
 
 def _gate(args: argparse.Namespace) -> int:
+    return _run_gate(args)[0]
+
+
+def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
+    """The gate's exit code, and its ``GateResult`` (None when it did not get as far as a verdict)."""
     from harness.gate import TargetRefused, TargetUnreachable, run_gate
     from harness.probes import JsProbes
     from harness.run import RunDirError
@@ -273,9 +368,9 @@ def _gate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from e
     except TargetUnreachable as e:
         print(f"zora-harness: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_UNREACHABLE, None
     _print_verdict(result.verdict, result.run_dir)
-    return EXIT_OK if result.verdict.go else EXIT_NO_GO
+    return (EXIT_OK if result.verdict.go else EXIT_NO_GO), result
 
 
 def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
@@ -299,7 +394,7 @@ def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
     return out
 
 
-def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> int:
+def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> tuple[int, Any]:
     from harness.gate import run_gate
     from stack.migrate import MigrationError
     from stack.postgres import PostgresError
@@ -311,12 +406,12 @@ def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> int:
             stack.start()
         except (PostgresError, StackError, MigrationError) as e:
             print(f"zora-harness: embedded stack failed to start: {e}", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            return EXIT_UNREACHABLE, None
         result = run_gate(stack.target(), criteria, report_dir, stack=stack, **kw)
     finally:
         stack.stop()
     _print_verdict(result.verdict, result.run_dir)
-    return EXIT_OK if result.verdict.go else EXIT_NO_GO
+    return (EXIT_OK if result.verdict.go else EXIT_NO_GO), result
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -345,7 +440,7 @@ def _analyze(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: exists and is not an empty directory")
     judged = judge(history, criteria)
     try:
-        write_report(out, judged.analysis, judged.verdict)
+        write_report(out, judged.analysis, judged.verdict, run_dir=run_dir)
     except OSError as e:
         raise UsageError(f"--out {out}: {e.strerror or e}") from e
     _print_verdict(judged.verdict, out)
@@ -488,6 +583,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _analyze(args)
     if args.command == "clean":
         return _clean(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "nightly":
+        from harness.nightly import nightly
+
+        return nightly(args, _run_gate, _target)
+    if args.command == "trend":
+        return _trend(args)
     raise UsageError(f"unknown command {args.command!r}")
 
 

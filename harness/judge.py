@@ -6,6 +6,7 @@ run directory, long after.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,14 @@ class Judged:
 
 
 def judge(history: Path, criteria: CriteriaSet | list[Criterion] | tuple[Criterion, ...]) -> Judged:
-    loaded = read_history(history)
-    a = analyze(loaded.records, [(p.line, p.reason) for p in loaded.malformed], loaded.torn_tail)
+    # Records hold no reference cycles: the cyclic collector has nothing to find while a history is read and
+    # analysed, only a growing heap to walk again and again (a third of the time, for a million records).
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        loaded = read_history(history)
+        a = analyze(loaded.records, [(p.line, p.reason) for p in loaded.malformed], loaded.torn_tail)
+    finally:
+        if paused:
+            gc.enable()
     return Judged(a, verdict(a, criteria))

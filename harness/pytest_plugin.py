@@ -7,6 +7,10 @@ through the same lifecycle as the gate, ``harness/lifecycle.py``: world, clock, 
 cleanup, finish record, verdict files). Scenario modules assert through the gate's own criteria and
 checkers, so pytest and the gate cannot disagree.
 
+At the end of the session a terminal summary (as pytest-benchmark prints its table) shows each scenario module's
+criteria (those it checked, and the run's own lines) with the measured figure, the limit and the verdict, and
+where each module's run directory and its ``index.html`` are.
+
 A target that cannot be used stops the session with one line naming the pytest option to fix
 (``pytest.exit``), never a traceback per module. SIGTERM and SIGHUP are handled as Ctrl-C, so pytest
 tears the fixtures down and every module's run cleans up its rows.
@@ -31,6 +35,7 @@ from harness.records import Record
 from harness.targets import Target
 
 T = TypeVar("T")
+_RUNS = pytest.StashKey[list[tuple[str, Any, set[str]]]]()  # (module, its Lifecycle, the criteria it checked)
 HOW = ("pass --target url with SUPABASE_URL, SUPABASE_ANON_KEY and SUPABASE_SERVICE_ROLE_KEY set, or --target FILE"
        " (a `supabase status -o env` file)")
 
@@ -142,6 +147,7 @@ class Zora:
         self.scene = lifecycle.scene
         self.loop = loop
         self.criteria = {c.id: c for c in lifecycle.criteria}
+        self.checked: set[str] = set()  # the criteria this module asserted: its rows in the terminal summary
 
     def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run(coro)
@@ -157,6 +163,7 @@ class Zora:
         from harness.checks import analyze
 
         chosen = [self.criteria[i] for i in ids]
+        self.checked.update(ids)
         v = verdict(analyze(self.records()), chosen)
         bad = [f"{ln.criterion.id}: {ln.result.summary}" for ln in v.lines
                if ln.criterion.id in ids and ln.result.valid is not True]
@@ -185,9 +192,13 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
                    phases=("flows", "resilience", "offline") if faults else ("flows",), seed=opts.get("seed"),
                    policy=policy)
     failure: BaseException | None = None
+    checked: set[str] = set()
+    request.config.stash.setdefault(_RUNS, []).append((module, lc, checked))
     try:  # whatever fails from here on, the run's own rows are deleted again and its verdict written
         _zora_loop.run(lc.open())
-        yield Zora(lc, _zora_loop)
+        z = Zora(lc, _zora_loop)
+        z.checked = checked
+        yield z
     except BaseException as e:
         failure = e
         raise
@@ -200,3 +211,28 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
             _zora_loop.run(lc.close())
         finally:
             lc.end(failure)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """One table per scenario module: its criteria, measured, limit, verdict; and where its report is."""
+    from harness.report.text import terminal_table
+
+    runs = config.stash.get(_RUNS, [])
+    if not runs:
+        return
+    tr = terminalreporter
+    tr.section("zora: criteria per scenario module")
+    for module, lc, checked in runs:
+        v = lc.verdict
+        where = lc.run.dir / "index.html"
+        if v is None:
+            tr.write_line(f"{module}: no verdict (the run did not end): {lc.run.dir}")
+            continue
+        mine = [ln for ln in v.lines if ln.criterion.id in checked or ln.criterion.kind == "run"]
+        ok = all(ln.result.valid is True for ln in mine)
+        tr.write_line(f"{module}: {'pass' if ok else 'FAIL'} ({len(checked)} criteria checked)  {where}",
+                      green=ok, red=not ok, bold=True)
+        for row in terminal_table(v, checked):
+            tr.write_line(f"    {row}")
+    tr.write_line(f"zora: {len(runs)} run directories, each with its index.html, under "
+                  f"{Path(config.getoption('--report-dir')).resolve()}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.checks.reconnection import Recovery, Reliability, recoveries, reliability
-from harness.checks.stats import stat
+from harness.checks.stats import stats
 from harness.records import (
     Broadcast,
     Change,
@@ -53,7 +53,7 @@ __all__ = ["METRICS", "Analysis", "Delivery", "Leak", "RunFacts", "analyze"]
 METRICS = ("write_to_deliver", "commit_to_deliver")
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     exp: Expectation
     probe: str
@@ -114,7 +114,8 @@ class Analysis:
     error_ns: int = 0
     _samples: dict[tuple[str | None, str], list[float]] = field(default_factory=dict)
     _recoveries: list[Recovery] | None = None
-    _windows: dict[str, list[tuple[int, int]]] | None = None
+    _refetched: dict[tuple[str, str], dict[str | None, list[tuple[int, dict[str, Any]]]]] | None = None
+    _degraded: set[tuple[str, str]] | None = None
 
     def flavour(self, probe: str) -> str:
         info = self.probes.get(probe)
@@ -148,20 +149,48 @@ class Analysis:
             self._recoveries = recoveries(self.records, self.probes)
         return self._recoveries
 
+    def refetched(self, probe: str, table: str, row_id: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """(time, row) of every row the probe's refetches of ``table`` read (those that did not fail), in file
+        order; with ``row_id``, only the rows whose ``id`` is it (indexed once: a missed event is looked up, not
+        searched for among every row read back)."""
+        if self._refetched is None:
+            self._refetched = defaultdict(lambda: defaultdict(list))
+            for p, fetches in self.refetches.items():
+                for f in fetches:
+                    if f.error:
+                        continue
+                    by_id = self._refetched[(p, f.table)]
+                    for row in f.rows:
+                        by_id[None].append((f.t, row))
+                        if "id" in row:
+                            by_id[str(row["id"])].append((f.t, row))
+        rows = self._refetched.get((probe, table))
+        if rows is None:
+            return []
+        return rows.get(row_id, [])
+
     def reliability(self) -> Reliability:
         return reliability(self.records, self.probes)
 
     def degraded(self, d: Delivery) -> bool:
         """Written or received while a fault had cut its probe off (from the fault's start until the probe was
         back: converged, or a second after the end for a connection that survived): judged by completeness
-        and reconnection, not by the latency criteria, which are about a healthy network."""
-        if self._windows is None:
-            self._windows = defaultdict(list)
+        and reconnection, not by the latency criteria, which are about a healthy network. Decided once for every
+        delivery of the analysis (the checkers and the report ask about each of them, many times)."""
+        if self._degraded is None:
+            windows: dict[str, list[tuple[int, int]]] = defaultdict(list)
             for r in self.recoveries():
                 end = max(r.back_t, r.fault_end) if r.disconnected else r.fault_end + 1_000_000_000
-                self._windows[r.probe].append((r.fault_start, end))
-        got = d.seen[0].t if d.seen else None
-        return any(s <= d.t_write <= e or (got is not None and s <= got <= e) for s, e in self._windows.get(d.probe, ()))
+                windows[r.probe].append((r.fault_start, end))
+            self._degraded = set()
+            for key, dd in self.deliveries.items():
+                mine = windows.get(dd.probe)
+                if not mine:
+                    continue
+                got = dd.seen[0].t if dd.seen else None
+                if any(s <= dd.t_write <= e or (got is not None and s <= got <= e) for s, e in mine):
+                    self._degraded.add(key)
+        return (d.exp.eid, d.probe) in self._degraded
 
     @property
     def error_ms(self) -> float:
@@ -191,9 +220,9 @@ class Analysis:
         for name, vals in groups.items():
             if expected[name]:
                 out[name] = {"expected": expected[name], "delivered": delivered[name],
-                             **({s: stat(vals, s) for s in ("p50", "p95", "p99", "max")} if vals else {})}
+                             **(stats(vals, ("p50", "p95", "p99", "max")) if vals else {})}
         if gaps:
-            out["twin_minus_original_ms"] = {"n": len(gaps), **{s: stat(gaps, s) for s in ("p50", "p95", "p99", "max")}}
+            out["twin_minus_original_ms"] = {"n": len(gaps), **stats(gaps, ("p50", "p95", "p99", "max"))}
         return out
 
 
@@ -209,11 +238,42 @@ def _obs_key(o: Observation) -> tuple[str, str, str]:
     return ("presence", o.event, "")
 
 
+def _row(o: Observation) -> dict[str, Any]:
+    """What ``Expectation.matches`` compares an observation's ``match`` columns against."""
+    if isinstance(o, Change):
+        return o.record or o.old_record or {}
+    if isinstance(o, Broadcast):
+        return o.payload
+    return {**o.meta, "key": o.key}
+
+
+class _Expected:
+    """The expectations of one (source, subject, type), indexed by the values of the columns they match on: an
+    observation finds its candidates by lookup, then ``Expectation.matches`` decides (exactly as a scan of every
+    expectation would, without the scan: a run of a million records has tens of thousands of expectations)."""
+
+    def __init__(self) -> None:
+        self.by_columns: dict[tuple[str, ...], dict[tuple[str, ...], list[Expectation]]] = {}
+
+    def add(self, e: Expectation) -> None:
+        cols = tuple(sorted(e.match))
+        self.by_columns.setdefault(cols, {}).setdefault(tuple(e.match[c] for c in cols), []).append(e)
+
+    def hits(self, o: Observation) -> list[Expectation]:
+        row = _row(o)
+        out: list[Expectation] = []
+        for cols, by_values in self.by_columns.items():
+            got = by_values.get(tuple(str(row.get(c)) for c in cols))
+            if got:
+                out += [e for e in got if e.matches(o)]
+        return out
+
+
 def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = None,
             torn_tail: bool = False) -> Analysis:
     run = RunFacts(unreadable=list(unreadable or ()), torn_tail=torn_tail)
     invoked: dict[tuple[str, int], int] = {}
-    by_key: dict[tuple[str, str, str], list[tuple[Expectation, str, int]]] = defaultdict(list)
+    by_key: dict[tuple[str, str, str], _Expected] = defaultdict(_Expected)
     deliveries: dict[tuple[str, str], Delivery] = {}
     probes: dict[str, ProbeInfo] = {}
     observations: list[Observation] = []
@@ -231,7 +291,7 @@ def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = No
             elif r.type == "ok":
                 t_write = invoked.get((r.process, r.op_id), r.t)
                 for e in r.expect:
-                    by_key[_key(e)].append((e, r.process, t_write))
+                    by_key[_key(e)].add(e)
                     for p in e.deliver_to:
                         deliveries[(e.eid, p)] = Delivery(e, p, r.process, t_write)
         elif isinstance(r, Change | Broadcast | Presence):
@@ -269,7 +329,8 @@ def analyze(records: list[Record], unreadable: list[tuple[int, str]] | None = No
     unexpected: list[Leak] = []
     foreign = 0
     for o in observations:
-        hits = [e for e, _, _ in by_key.get(_obs_key(o), ()) if e.matches(o)]
+        expected = by_key.get(_obs_key(o))
+        hits = expected.hits(o) if expected is not None else []
         if not hits:
             foreign += 1
         for e in hits:

@@ -93,16 +93,16 @@ def recovered(a: Analysis, d: Delivery) -> bool:
     if d.exp.source != "change":
         return False
     want = d.exp.match
-    for fetch in a.refetches.get(d.probe, ()):
-        if fetch.table != d.exp.subject or fetch.t < d.t_write or fetch.error:
+    # both ways to be recovered need the row's id when the event names one: only those rows are looked at
+    for t, row in a.refetched(d.probe, d.exp.subject, want.get("id")):
+        if t < d.t_write:
             continue
-        for row in fetch.rows:
-            if all(str(row.get(k)) == v for k, v in want.items()):
-                return True
-            if "id" in want and str(row.get("id")) == want["id"] and "updated_at" in want and row.get("updated_at"):
-                try:
-                    if parse_wall(str(row["updated_at"])) >= parse_wall(want["updated_at"]):
-                        return True
-                except ValueError:
-                    continue
+        if all(str(row.get(k)) == v for k, v in want.items()):
+            return True
+        if "id" in want and str(row.get("id")) == want["id"] and "updated_at" in want and row.get("updated_at"):
+            try:
+                if parse_wall(str(row["updated_at"])) >= parse_wall(want["updated_at"]):
+                    return True
+            except ValueError:
+                continue
     return False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["STATISTICS", "percentile", "stat"]
+__all__ = ["STATISTICS", "percentile", "stat", "stats"]
 
 STATISTICS = ("p50", "p95", "p99", "max", "mean")
 
@@ -20,6 +20,27 @@ def percentile(values: list[float], p: float) -> float:
     s = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(s)))
     return s[min(rank, len(s)) - 1]
+
+
+def stats(values: list[float], names: tuple[str, ...] = STATISTICS) -> dict[str, float]:
+    """Several of ``STATISTICS`` at once, each exactly as ``stat`` gives it, the values sorted once (a latency
+    criterion over a million deliveries asks for five)."""
+    for name in names:
+        if name not in STATISTICS:
+            raise ValueError(f"unknown statistic {name!r}")
+    if not values:
+        return dict.fromkeys(names, math.nan)
+    s = sorted(values)
+    out: dict[str, float] = {}
+    for name in names:
+        if name == "max":
+            out[name] = s[-1]
+        elif name == "mean":
+            out[name] = sum(values) / len(values)
+        else:
+            rank = max(1, math.ceil(float(name.removeprefix("p")) / 100 * len(s)))
+            out[name] = s[min(rank, len(s)) - 1]
+    return out
 
 
 def stat(values: list[float], name: str) -> float:
