@@ -205,7 +205,11 @@ class LoadEvidence:
         """Joins attempted, joined, still joined at the end; reconnects and their durations: beside the latency."""
         ws = list(self.merged.watches.values())
         rec = self.merged.book.get("*", "reconnect")
-        return {"subscribers": len(ws), "live": sum(1 for w in ws if w.live_ns), "joins_attempted": sum(w.joins for w in ws),
+        apps: dict[str, int] = {}
+        for w in ws:
+            apps[w.app] = apps.get(w.app, 0) + 1
+        return {"subscribers": len(ws), "by_app": apps, "live": sum(1 for w in ws if w.live_ns),
+                "joins_attempted": sum(w.joins for w in ws),
                 "joined": sum(w.joined for w in ws), "still_joined_at_end": sum(w.held for w in ws),
                 "reconnects": sum(w.reconnects for w in ws), "reconnect_ms": figures(rec) if rec.get_total_count() else {},
                 "errors": [f"{w.sid}: {w.error}" for w in ws if w.error][:10]}
