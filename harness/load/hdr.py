@@ -54,12 +54,13 @@ class LatencyBook:
         h.record_value(min(max(ns // 1000, LOWEST_US), HIGHEST_US))
 
     def get(self, group: str | None, metric: str) -> HdrHistogram:
-        """The histogram of one group (None or "*": every group together) for one metric."""
+        """The histogram of one group (None or "*": every group together, less the ``group~recovering`` ones:
+        deliveries made while a subscriber was reconnecting) for one metric."""
         if group not in (None, "*"):
             return self.hists.get(_key(str(group), metric)) or new_histogram()
         out = new_histogram()
         for key, h in self.hists.items():
-            if key.endswith(f"|{metric}"):
+            if key.endswith(f"|{metric}") and "~" not in key:
                 out.add(h)
         return out
 

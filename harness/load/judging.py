@@ -144,6 +144,7 @@ class LoadEvidence:
     guard_ns: int = 1_000_000_000
     error_ms: float = 0.0  # the clock offset's error bar (commit->deliver on a remote target)
     faults: list[tuple[int, int]] = field(default_factory=list)
+    regimes: frozenset[str] = frozenset()  # the faults the run injected (reset, blackhole, ...)
     tally: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,6 +183,9 @@ class LoadEvidence:
         criteria; not the kinds a load run cannot judge (reconnection timed from a fault's end, the offline queue)."""
         if c.kind == "latency":
             return c.events == "*" or any(s.group == c.events for s in self.merged.streams.values())
+        if c.kind == "reconnection":  # a reset is over the moment it starts: from the drop is from its end
+            return c.milestone == "rejoined" and c.regime in self.regimes & {"reset"} | ({"*"} if self.regimes
+                                                                                       == {"reset"} else set())
         return c.kind in ("completeness", "leaks", "ordering", "reliability")
 
     def judge(self, c: Criterion) -> Result:
@@ -195,6 +199,17 @@ class LoadEvidence:
                                                          "publisher (each publisher writes one at a time)")
         if c.kind == "reliability":
             return check_reliability(self.joins(), c.min_pct, name=c.id)
+        if c.kind == "reconnection":
+            h = self.merged.book.get("*", "reconnect")
+            never = [w.sid for w in self.merged.watches.values() if w.live_ns and w.end_ns and w.held < w.channels]
+            f = figures(h)
+            if not h.get_total_count():
+                return Result(c.id, None, summary="no subscriber lost its connection to the fault")
+            value = f.get(c.statistic, math.nan)
+            return Result(c.id, value <= c.max_ms and not never, value=value, details={"figures": f, "n":
+                          h.get_total_count(), "evidence": never[:10]},
+                          summary=f"{c.statistic} {value / 1000:.2f} s from the drop to every channel live again "
+                                  f"(limit {c.max_ms / 1000:g} s) over {h.get_total_count()} reconnections{HOW}")
         return Result(c.id, None, summary=f"a load run does not judge {c.kind}")
 
     def joins(self) -> Reliability:

@@ -144,7 +144,9 @@ class LoadRun:
         except RunDirError as e:
             raise Fatal(str(e), EXIT_USAGE) from e
         h = run.history
-        h.append(RunPlan(phases=("flows",), faults=(opts.zora_fault,) if opts.zora_profile == "stress" else ()))
+        stress = opts.zora_profile == "stress"
+        h.append(RunPlan(phases=("flows", "resilience") if stress else ("flows",),
+                         faults=(opts.zora_fault,) if stress else ()))
         h.append(PreflightDone(problems=tuple(pf.problems), checked=tuple(pf.checked), unchecked=tuple(pf.unchecked)))
         if pf.problems:
             raise Fatal("preflight: " + "; ".join(pf.problems) + f" ({run.dir})", 1)
@@ -215,7 +217,7 @@ class LoadRun:
         windows = [(int(f["start_ns"]) - 1_000_000_000, int(f["end_ns"]) + 5_000_000_000) for f in c.faults]
         evidence = LoadEvidence(c.merged, settle_ns=int(self.load_world.settle_s * 1e9),
                                 guard_ns=int(self.load_world.guard_s * 1e9), error_ms=self.offset.error_ns / 1e6,
-                                faults=windows)
+                                faults=windows, regimes=frozenset(str(f["name"]).split(":")[0] for f in c.faults))
         figures_ = self._figures(env, evidence)
         h.append(Note(text="load figures", data={k: v for k, v in figures_.items() if k != "histograms"}))
         h.append(RunFinished(outcome="completed" if c.started else "failed", settle_s=self.load_world.settle_s))

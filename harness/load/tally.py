@@ -63,6 +63,7 @@ class Watch:
     joins: int = 0  # join attempts
     joined: int = 0  # join replies ok (postgres_changes channels: and then the server's system ok)
     held: int = 0  # channels still joined when it stopped
+    channels: int = 0  # channels it joins
     reconnects: int = 0
     error: str = ""
 
@@ -71,14 +72,14 @@ class Watch:
                 "viewer": self.viewer, "live_ns": self.live_ns, "end_ns": self.end_ns,
                 "seen": {p: s.to_wire() for p, s in self.seen.items()}, "late": dict(self.late),
                 "foreign": self.foreign, "joins": self.joins, "joined": self.joined, "held": self.held,
-                "reconnects": self.reconnects, "error": self.error}
+                "channels": self.channels, "reconnects": self.reconnects, "error": self.error}
 
     @classmethod
     def from_state(cls, d: Mapping[str, Any]) -> Watch:
         return cls(sid=d["sid"], app=d["app"], user=d["user"], screens=tuple(d["screens"]), viewer=dict(d["viewer"]),
                    live_ns=d["live_ns"], end_ns=d["end_ns"],
                    seen={p: SeqSet.from_wire(list(v)) for p, v in d["seen"].items()}, late=dict(d["late"]),
-                   foreign=d["foreign"], joins=d["joins"], joined=d["joined"], held=d["held"],
+                   foreign=d["foreign"], joins=d["joins"], joined=d["joined"], held=d["held"], channels=d["channels"],
                    reconnects=d["reconnects"], error=d["error"])
 
 

@@ -202,6 +202,7 @@ class SubscriberUser(User):
                               topics=app.topics, subs=tuple(SubInfo(table=s.table, filter=s.filter_for(viewer),
                                                                      event=s.event) for s in subs))
         self.pg = {topic(name) for name, _ in self.info.pg_channels()}
+        self.w.channels = len(self.info.topics_joined())
         self.live: set[str] = set()
         self.dropped_at: int | None = None  # perf ns when the socket went (until every channel is live again)
         self.calm_from = 0  # deliveries before this (perf ns) are judged by completeness only
@@ -248,6 +249,8 @@ class SubscriberUser(User):
         if state in ("closed", "heartbeat_timeout") and self.dropped_at is None and self.w.live_ns:
             self.dropped_at = t
             self.live = set()
+        elif state == "open" and self.dropped_at is not None:  # the transport rejoins every channel it had
+            self.w.joins += sum(1 for ch in self.client.proto.channels.values() if ch.state != ChannelState.CLOSED)
 
     def _on_event(self, ev: Reply | Message | Closed, t: int) -> None:
         w = self.w

@@ -90,3 +90,18 @@ def test_worker_without_a_master_gives_up_with_its_own_code(tmp_path: Path) -> N
     assert code not in (0, 1), out[-2000:]
     assert "Failed to connect to the Locust master" in out
     assert subprocess.run(["true"]).returncode == 0
+
+
+def test_stress_profile_with_a_reset_in_the_middle(tmp_path: Path) -> None:
+    code, out = headless(tmp_path, "--zora-profile", "stress", "--zora-subscribers", "6", "--zora-hold", "8",
+                         "--zora-fault", "reset")
+    assert code == 0, out[-3000:]
+    res, load = results(tmp_path / "reports")
+    lines = {c["criterion"]: c for c in res["criteria"]}
+    assert lines["reconnect_reset"]["valid"] is True and lines["connection_reliability"]["valid"] is True
+    assert "reconnect_blackhole" in res["skipped"]
+    r = load["reliability"]
+    assert r["reconnects"] == r["subscribers"] == 6 and r["still_joined_at_end"] == r["joins_attempted"] // 2
+    assert [f["name"] for f in load["faults"]] == ["reset"]
+    history = (run_dir(tmp_path / "reports") / "history.jsonl").read_text()
+    assert history.count('"kind":"fault"') == 2  # its start and end, as the gate records faults
