@@ -22,10 +22,12 @@ interval, 3 s, old); the verdict's run line names it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -137,6 +139,7 @@ class Coordinator:
         self.missing: list[str] = []
         self.faults: list[dict[str, Any]] = []
         self.owner: Any = None  # harness.load.run.LoadRun on the master / the only process
+        self.steady_from = 0  # perf ns from which every user is spawned and settled in (the lag probe counts then)
 
     def wait_world(self, timeout: float = 60.0) -> LoadWorld:
         if not self.world_ready.wait(timeout) or self.world is None:
@@ -215,6 +218,9 @@ def _options(parser: Any, **_: Any) -> None:
                         help="the hosted project's plan, for its realtime quotas")
     parser.add_argument("--i-know-the-quotas", action="store_true", default=False,
                         help="do not warn when the load would exceed the plan's realtime quotas")
+    parser.add_argument("--zora-lag-probe", action="store_true", default=False, include_in_web_ui=False,
+                        help="measure this process's own added delay once every user is spawned: how late it reads a "
+                             "datagram another process sends every 1 ms (benchmarks)")
     parser.add_argument("--zora-raw-samples", default="", include_in_web_ui=False,
                         help="also write every raw latency sample to this directory (tests)")
     parser.add_argument("--zora-master-wait", type=float, default=0.0, include_in_web_ui=False,
@@ -281,13 +287,76 @@ def _on_final_done(environment: Environment, msg: Any, **_: Any) -> None:
     c.finals.add(msg.node_id)
 
 
+_SENDER = """
+import select, socket, sys, time
+port = int(sys.argv[1]); out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.monotonic() + 6 * 3600; due = time.perf_counter_ns()
+while time.monotonic() < end:
+    if select.select([sys.stdin], [], [], 0)[0] and not sys.stdin.read(1):
+        break  # the load process closed the pipe (or died): stop
+    now = time.perf_counter_ns()
+    if now >= due:
+        out.sendto(str(now).encode(), ("127.0.0.1", port))
+        due = max(due + 1_000_000, now + 500_000)
+    time.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
+"""
+
+
+def _lag_probe(c: Coordinator) -> None:
+    """How late this process reads a datagram that has arrived: another process (plain Python, no gevent) sends
+    one every 1 ms stamped with perf_counter_ns (CLOCK_MONOTONIC, one clock for every process here) and a greenlet
+    here reads it as the subscribers read their sockets. That is the delay the load process adds before it stamps
+    a frame. Bounded: it ends with the run (and the sender with the pipe to it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(sock.getsockname()[1])], stdin=subprocess.PIPE)
+    try:
+        sock.settimeout(0.5)
+        while not c.stopping.is_set():
+            try:
+                data = sock.recv(64)
+            except TimeoutError:
+                continue
+            now = time.perf_counter_ns()
+            if c.steady_from and now >= c.steady_from:
+                with contextlib.suppress(ValueError):
+                    c.tally.book.record_ns("*", "loop_lag", max(1000, now - int(data)))
+    finally:
+        with contextlib.suppress(OSError):
+            assert sender.stdin is not None
+            sender.stdin.close()
+        try:
+            sender.wait(5)
+        except subprocess.TimeoutExpired:
+            sender.kill()
+            sender.wait()
+        sock.close()
+
+
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
     c = COORDINATOR
     c.started = True
     c.stopping.clear()
+    if c.role == "local":  # the first of its process figures (a worker's come with its reports)
+        from harness.load.tally import process_figures
+
+        c.merged.add("local", {"proc": process_figures()}, c.clock.wall_of(time.perf_counter_ns()))
+    if c.role != "master" and getattr(environment.parsed_options, "zora_lag_probe", False):
+        threading.Thread(target=_lag_probe, args=(c,), daemon=True).start()
     if c.role == "worker" and c.world is None and environment.runner is not None:
         environment.runner.send_message("zora_world_request", {})
+
+
+@events.spawning_complete.add_listener
+def _spawned(user_count: int, **_: Any) -> None:
+    """Every user is running: keep the garbage collector off what is built by now (as ``probes.quiet_heap`` does for
+    the gate: a full collection walks it all again, a stall every frame then waits for); steady a second later."""
+    c = COORDINATOR
+    if c.role != "master":
+        gc.collect()
+        gc.freeze()
+        c.steady_from = time.perf_counter_ns() + 1_000_000_000
 
 
 @events.report_to_master.add_listener

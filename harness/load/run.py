@@ -233,7 +233,7 @@ class LoadRun:
     def _figures(self, env: Any, ev: LoadEvidence) -> dict[str, Any]:
         book = self.c.merged.book
         lat: dict[str, Any] = {}
-        for metric in ("write_to_deliver", "commit_to_deliver"):
+        for metric in ("write_to_deliver", "commit_to_deliver", "loop_lag", "reconnect"):
             for g in [*book.groups(metric), "*"]:
                 hist = book.get(g, metric)
                 if hist.get_total_count():
@@ -248,15 +248,30 @@ class LoadRun:
                         "p50": e.get_response_time_percentile(0.5), "p99": e.get_response_time_percentile(0.99),
                         "max": e.max_response_time}
         streams = self.c.merged.streams.values()
+        spans = [(s.sent[0], s.sent[-1], len(s.sent)) for s in streams if len(s.sent) > 1]
+        per_s = sum((n - 1) / max(1e-9, (b - a) / 1e9) for a, b, n in spans)
         return {"latency_ms": lat, "completeness": {"expected": ev.tally["expected"], **ev.tally["counts"],
                                                     "per_group": ev.tally["per_group"], "per_app": ev.tally["per_app"],
                                                     "foreign": ev.tally["foreign"],
                                                     "out_of_order": ev.tally["out_of_order"]},
-                "writes": {"sent": sum(len(s.sent) for s in streams), "failed": sum(s.failed for s in streams),
+                "writes": {"sent": sum(len(s.sent) for s in streams), "per_s": round(per_s, 2),
+                           "failed": sum(s.failed for s in streams),
                            "unknown": sum(s.unknown for s in streams), "publishers": len(self.c.merged.streams)},
                 "reliability": ev.reliability_figures(), "locust_stats_ms": locust_stats,
-                "processes": {k: {"reports": n} for k, n in self.c.merged.reports.items()}, "missing": self.c.missing,
+                "processes": {k: {"reports": n, **self._proc(k)} for k, n in self.c.merged.reports.items()},
+                "missing": self.c.missing,
                 "faults": self.c.faults, "histograms": book.encoded()}
+
+    def _proc(self, node: str) -> dict[str, Any]:
+        """A load process's CPU share and memory between its first and last report."""
+        p = self.c.merged.procs.get(node)
+        if not p or "last" not in p:
+            return {}
+        first, last = p["first"], p["last"]
+        wall = max(1e-9, last["wall_s"] - first["wall_s"])
+        return {"cpu_pct": round(100 * (last["cpu_s"] - first["cpu_s"]) / wall, 1),
+                "rss_first_mb": round(first["rss_mb"], 1), "rss_last_mb": round(last["rss_mb"], 1),
+                "seconds": round(wall, 1)}
 
     def _print(self, v: Any, f: dict[str, Any]) -> None:
         _out(f"{headline(v)}  ({self.run.dir})")

@@ -17,6 +17,7 @@ the histograms, so a worker that dies keeps everything up to its last report.
 from __future__ import annotations
 
 import threading
+import time
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -83,6 +84,17 @@ class Watch:
                    reconnects=d["reconnects"], error=d["error"])
 
 
+def process_figures() -> dict[str, float]:
+    """This process's CPU seconds, resident memory (MB) and wall clock (s): the load generator's own cost."""
+    rss_kb = 0.0
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            rss_kb = next((float(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")), 0.0)
+    except OSError:
+        pass
+    return {"cpu_s": time.process_time(), "rss_mb": rss_kb / 1024, "wall_s": time.time()}
+
+
 class Tally:
     """One process's counts (a worker's, or the only process's). Greenlets of one process share it."""
 
@@ -109,7 +121,8 @@ class Tally:
                 streams.append({**s.head(), "from": s._reported, "sent": new, "bad": s.bad.to_wire(),
                                 "failed": s.failed, "unknown": s.unknown, "errors": s.errors[:5]})
                 s._reported += len(new)
-            return {"hist": self.book.take(), "streams": streams, "watches": [w.state() for w in self.watches.values()]}
+            return {"hist": self.book.take(), "streams": streams, "watches": [w.state() for w in self.watches.values()],
+                    "proc": process_figures()}
 
 
 class Merged:
@@ -122,11 +135,15 @@ class Merged:
         self.reports: dict[str, int] = {}  # process -> reports received
         self.last_report_ns: dict[str, int] = {}
         self.source_of: dict[str, str] = {}  # subscriber -> the process that runs it
+        self.procs: dict[str, dict[str, dict[str, float]]] = {}  # process -> its first and last figures
 
     def add(self, source: str, data: Mapping[str, Any], at_ns: int) -> None:
         self.reports[source] = self.reports.get(source, 0) + 1
         self.last_report_ns[source] = at_ns
         self.book.merge(data.get("hist", {}))
+        if "proc" in data:
+            p = self.procs.setdefault(source, {"first": dict(data["proc"])})
+            p["last"] = dict(data["proc"])
         for d in data.get("streams", ()):
             s = self.streams.get(d["pub"])
             if s is None:

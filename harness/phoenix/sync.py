@@ -8,8 +8,12 @@ project's ``PhoenixProtocol`` (no second Phoenix implementation): this module on
 time.
 
 Every chunk read off the socket is stamped (``now()``, ``time.perf_counter_ns`` by default) the moment
-``recv`` returns, before websockets parses it; each message it completes carries that stamp. ``poll``
-reads for a bounded time, sends the heartbeat when due (a heartbeat still unanswered at the next beat
+``recv`` returns, before websockets parses it; each message it completes carries that stamp. With
+``after_stamp`` (load's subscribers pass a ``time.sleep(0)``: a yield under gevent) the reader yields between
+the stamp and the parse, so when one event reaches many sockets at once every greenlet reads and stamps before
+any of them parses.
+
+``poll`` reads for a bounded time, sends the heartbeat when due (a heartbeat still unanswered at the next beat
 means the connection is dead, as supabase-js decides), and reconnects with the policy's backoff
 (bounded by ``max_reconnects``), rejoining every channel. Every loop is bounded by its deadline.
 """
@@ -47,7 +51,8 @@ class SyncPhoenix:
     def __init__(self, url: str, *, policy: ReconnectPolicy = SUPABASE_JS_POLICY,
                  on_event: Callable[[Event, int], None] | None = None,
                  on_state: Callable[[str, int], None] | None = None,
-                 now: Callable[[], int] = time.perf_counter_ns, vsn: str = VSN1, max_reconnects: int = 1000) -> None:
+                 now: Callable[[], int] = time.perf_counter_ns, vsn: str = VSN1, max_reconnects: int = 1000,
+                 after_stamp: Callable[[], None] | None = None) -> None:
         self.url = url
         self.policy = policy
         self.proto = PhoenixProtocol(vsn)
@@ -55,6 +60,10 @@ class SyncPhoenix:
         self.on_state = on_state or (lambda s, t: None)
         self.now = now
         self.max_reconnects = max_reconnects
+        # under gevent: called between a read's stamp and its parse, to let every other socket that is ready read
+        # and stamp first (``time.sleep(0)``, a yield to the hub under monkey patching), so a stamp waits for
+        # other sockets' reads, not for their handling
+        self.after_stamp = after_stamp
         self.state = "closed"
         self.reconnects = 0  # connections re-made after a loss
         self._sock: socket.socket | None = None
@@ -235,6 +244,8 @@ class SyncPhoenix:
                 self._lost()
                 continue
             t = self.now()  # first thing after the bytes arrived
+            if self.after_stamp is not None:
+                self.after_stamp()
             if not data:
                 ws.receive_eof()
                 self._lost()
