@@ -26,8 +26,9 @@ from harness.cleanup import CleanupReport, clean, tag_email
 from harness.clock import Offset, estimate_offset, parse_wall
 from harness.records import Created, Expectation, Op
 from harness.run import Run
+from harness.targets import Target
 
-__all__ = ["Actor", "Refused", "World", "rows_of"]
+__all__ = ["Actor", "Device", "Refused", "World", "rows_of"]
 
 _op_ids = itertools.count(1)
 
@@ -43,31 +44,32 @@ def _client(url: str, key: str) -> Client:
     return create_client(url, key, ClientOptions(auto_refresh_token=False, persist_session=False))
 
 
-class Actor:
-    """One app instance signed in as one user (a device)."""
+class Device:
+    """One app instance signed in as one user: its clients (supabase-py, and httpx for what supabase-py does
+    not call), signed in and warmed. Blocking; it records nothing (``Actor`` records every write in the run's
+    history; load's publishers fire Locust events instead)."""
 
-    def __init__(self, run: Run, name: str, email: str, password: str, uid: str, url: str | None = None) -> None:
-        self.run = run
+    def __init__(self, target: Target, name: str, email: str, password: str, uid: str, url: str | None = None) -> None:
+        self.target = target
         self.name = name
         self.email = email
         self.password = password
         self.uid = uid
-        self.url = url or run.target.url  # its way to the target: through its device's fault proxy, say
-        self.client = _client(self.url, run.target.anon_key)
+        self.url = url or target.url  # its way to the target: through its device's fault proxy, say
+        self.client = _client(self.url, target.anon_key)
         self.token = ""
         self.http: httpx.Client | None = None  # for calls no supabase-py client makes (realtime's REST broadcast)
 
-    async def sign_in(self) -> None:
+    def login(self) -> None:
         """Sign in, then build and warm every client this app instance writes with, so that no client
         construction, TLS context or connection set-up falls inside a measured write."""
-        r = await asyncio.to_thread(self.client.auth.sign_in_with_password,
-                                    {"email": self.email, "password": self.password})
+        r = self.client.auth.sign_in_with_password({"email": self.email, "password": self.password})
         assert r.session is not None
         self.token = r.session.access_token
-        t = self.run.target
+        t = self.target
         self.http = httpx.Client(base_url=self.url, timeout=10,
                                  headers={"apikey": t.anon_key, "Authorization": f"Bearer {self.token}"})
-        await asyncio.to_thread(self._warm)
+        self._warm()
 
     def _warm(self) -> None:
         # supabase-py builds its REST client lazily after each sign-in: build it now, and open its connection
@@ -78,6 +80,17 @@ class Actor:
     def close(self) -> None:
         if self.http is not None:
             self.http.close()
+
+
+class Actor(Device):
+    """One app instance signed in as one user (a device), every write recorded in the run's history."""
+
+    def __init__(self, run: Run, name: str, email: str, password: str, uid: str, url: str | None = None) -> None:
+        super().__init__(run.target, name, email, password, uid, url)
+        self.run = run
+
+    async def sign_in(self) -> None:
+        await asyncio.to_thread(self.login)
 
     async def op(self, f: str, call: Callable[[Client], Any], expect: Callable[[Any], Expect] | None = None,
                  **info: Any) -> Any:

@@ -220,21 +220,19 @@ class Declaration:
 
     def entitled(self, event: Event, viewers: Mapping[str, Viewer]) -> list[str]:
         """The probe specs (names) entitled to the event, given each user's viewer facts."""
-        out = []
-        for spec in self.probes:
-            app = self.app(spec)
-            if isinstance(event, BroadcastEvent):
-                ok = event.topic in app.topics
-            elif isinstance(event, PresenceEvent):
-                ok = app.presence == event.channel
-            else:
-                v = viewers[spec.user]
-                subs = [s for s in self.subs(spec) if s.table == event.table]
-                ok = any(s.accepts(event.type, event.facts, v) for s in subs) and (
-                    event.type == "DELETE" or VISIBLE[event.table](event.facts, v))
-            if ok:
-                out.append(spec.name)
-        return out
+        return [spec.name for spec in self.probes if self.accepts(spec, event, viewers[spec.user])]
+
+    def accepts(self, spec: ProbeSpec, event: Event, viewer: Viewer) -> bool:
+        """Whether this app instance (signed in as ``viewer``) is entitled to the event: the one rule, for the
+        gate's probes and for load's subscribers (which are not in ``probes``)."""
+        app = self.app(spec)
+        if isinstance(event, BroadcastEvent):
+            return event.topic in app.topics
+        if isinstance(event, PresenceEvent):
+            return app.presence == event.channel
+        subs = [s for s in self.subs(spec) if s.table == event.table]
+        return any(s.accepts(event.type, event.facts, viewer) for s in subs) and (
+            event.type == "DELETE" or VISIBLE[event.table](event.facts, viewer))
 
 
 DECLARATION = Declaration()

@@ -24,14 +24,14 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from harness.apps import EVENT_GROUPS
 from harness.checks import METRICS, STATISTICS, Analysis, Result, completeness, latency, ordering, run_checker
 from harness.checks.offline import check_offline
 from harness.checks.reconnection import MILESTONES, check_reconnection, check_reliability
 
-__all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Criterion", "Line", "Verdict",
+__all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Criterion", "Evidence", "Line", "Verdict",
            "load_criteria", "parse_criteria", "verdict"]
 
 DEFAULT_CRITERIA = Path(__file__).resolve().parent.parent / "fixtures" / "criteria.toml"
@@ -279,7 +279,32 @@ def _run_lines(a: Analysis, clean_hint: str) -> list[Line]:
     return lines
 
 
-def _judge(a: Analysis, c: Criterion, base: Result) -> Result:
+class Evidence(Protocol):
+    """Evidence that is not a history of deliveries: a load run's histograms and counts
+    (``harness/load/judging.py``). The verdict's rules stay here: completeness and leaks judge
+    ``completeness`` (a result shaped as ``checks.completeness`` returns it: value = delivered %, details'
+    counts per class); every other kind asks ``judge``. The run lines come from the history as for a gate run."""
+
+    @property
+    def ran(self) -> bool: ...
+
+    @property
+    def completeness(self) -> Result: ...
+
+    @property
+    def flavours(self) -> dict[str, Any]: ...
+
+    def judge(self, c: Criterion) -> Result: ...
+
+    def covers(self, c: Criterion) -> bool:
+        """Whether the run produced evidence for this criterion at all (an event group no load user writes is
+        not tested, and the verdict lists it, as it lists a phase the plan left out)."""
+        ...
+
+
+def _judge(a: Analysis, c: Criterion, base: Result, evidence: Evidence | None = None) -> Result:
+    if evidence is not None and c.kind not in ("completeness", "leaks"):
+        return evidence.judge(c)
     if c.kind == "reconnection":
         return check_reconnection(a.recoveries(), c.regime, c.milestone, c.statistic, c.max_ms, name=c.id,
                                   flavour_of={p: a.flavour(p) for p in a.probes})
@@ -304,8 +329,9 @@ def _judge(a: Analysis, c: Criterion, base: Result) -> Result:
                   details={"evidence": base.details["evidence"].get("unexpected", [])})
 
 
-def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criterion, ...]) -> Verdict:
-    """Every line of the verdict, from one analysis."""
+def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criterion, ...],
+            evidence: Evidence | None = None) -> Verdict:
+    """Every line of the verdict, from one analysis (and, for a load run, its histograms and counts)."""
     crit = tuple(criteria)
     target = dict(a.run.started.target) if a.run.started else {}
     run_id = a.run.started.run_id if a.run.started else "<run id>"
@@ -313,16 +339,19 @@ def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criteri
     hint = f"`zora-harness clean --run-id {run_id} --target {kind if kind != 'embedded' else 'url'} ...`"
     lines = _run_lines(a, hint)
     deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*"}
-    base = run_checker("completeness", completeness, a, deadlines)
+    base = evidence.completeness if evidence is not None else run_checker("completeness", completeness, a, deadlines)
+    ran = evidence.ran if evidence is not None else a.run.flows_ran
     plan = a.run.plan
-    skipped = tuple(c.id for c in crit if plan is not None and c.phase not in plan.phases)
+    skipped = tuple(c.id for c in crit if (plan is not None and c.phase not in plan.phases)
+                    or (evidence is not None and not evidence.covers(c)))
     for c in crit:
         if c.id in skipped:
             continue
-        if not a.run.flows_ran:
+        if not ran:
             lines.append(Line(c, Result(c.id, None, summary=NOT_JUDGED)))
         else:
-            lines.append(Line(c, run_checker(c.id, _judge, a, c, base)))
+            lines.append(Line(c, run_checker(c.id, _judge, a, c, base, evidence)))
     return Verdict(go=all(ln.result.valid is True for ln in lines), lines=tuple(lines), target=target,
-                   flavours=a.flavours(), criteria_sha256=criteria.sha256 if isinstance(criteria, CriteriaSet) else "",
+                   flavours=evidence.flavours if evidence is not None else a.flavours(),
+                   criteria_sha256=criteria.sha256 if isinstance(criteria, CriteriaSet) else "",
                    skipped=skipped, seed=plan.seed if plan else None)

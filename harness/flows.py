@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness import writes
 from harness.actors import Actor, Refused, World
 from harness.apps import (
     ANNOUNCEMENTS,
@@ -38,7 +39,7 @@ from harness.run import Run
 
 __all__ = ["FLOWS", "Scene"]
 
-STATUSES = ["confirmed", "preparing", "ready", "out_for_delivery", "delivered"]
+STATUSES = writes.STATUSES
 
 
 @dataclass
@@ -154,17 +155,8 @@ async def order_flow(s: Scene, round_: int) -> None:
     v1, v1u = s.world.vendors["vendor-1"], s.world.users["vendor-1"]["id"]
     product = s.world.products["vendor-1"][0]
 
-    def place(client: Any) -> Any:
-        return client.table("orders").insert({"user_id": a.uid, "vendor_id": v1, "total": 7.5,
-                                              "notes": f"{s.run.run_id} round {round_}"}).execute()
-
-    def expect(data: Any) -> list[Expectation]:
-        o = data[0]
-        return [s.change("orders", "INSERT", {"id": o["id"]}, o, "order_visible"),
-                s.change("notifications", "INSERT", {"user_id": v1u, "action_url": f"/orders/{o['id']}"},
-                         {"user_id": v1u}, "notification")]
-
-    data = await a.op("place_order", place, expect)
+    data = await a.op("place_order", lambda c: writes.place_order(c, a.uid, v1, 7.5, f"{s.run.run_id} round {round_}"),
+                      lambda d: [s.expect(e) for e in writes.order_placed(d[0], v1u)])
     if data:
         s.orders.append(data[0])
         await a.op("add_order_items", lambda c: c.table("order_items").insert(
@@ -179,19 +171,9 @@ async def status_update(s: Scene, round_: int) -> None:
     v = s.actors["vendor-1/portal"]
     c1 = s.world.users["customer-1"]["id"]
     for status in STATUSES[:2]:
-        def change(client: Any, status: str = status) -> Any:
-            return client.table("orders").update({"status": status}).eq("id", order["id"]).execute()
-
-        def expect(data: Any, status: str = status) -> list[Expectation]:
-            o = data[0]
-            return [s.change("orders", "UPDATE", {"id": o["id"], "status": status, "updated_at": o["updated_at"]}, o,
-                             "status_update"),
-                    s.change("notifications", "INSERT",
-                             {"user_id": c1, "description": f"Your order #{o['order_number']} is now "
-                                                            f"{status.replace('_', ' ')}"},
-                             {"user_id": c1}, "notification")]
-
-        await v.op("set_status", change, expect, status=status)
+        await v.op("set_status", lambda c, status=status: writes.set_status(c, order["id"], status),  # type: ignore[misc]
+                   lambda d, status=status: [s.expect(e) for e in writes.status_changed(d[0], status, c1)],  # type: ignore[misc]
+                   status=status)
 
 
 async def cart_sync(s: Scene, round_: int) -> None:
@@ -256,9 +238,8 @@ async def product_update(s: Scene, round_: int) -> None:
     admin = s.actors["admin/dashboard"]
     pid = s.world.products["vendor-1"][0]
     price = round(9.5 + round_, 2)
-    await admin.op("update_product", lambda c: c.table("products").update({"price": price}).eq("id", pid).execute(),
-                   lambda d: [s.change("products", "UPDATE", {"id": pid, "updated_at": d[0]["updated_at"]}, d[0],
-                                       "realtime")])
+    await admin.op("update_product", lambda c: writes.update_product(c, pid, {"price": price}),
+                   lambda d: [s.expect(e) for e in writes.product_updated(d[0])])
 
 
 async def vendor_approval(s: Scene, round_: int) -> None:

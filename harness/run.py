@@ -87,12 +87,14 @@ class Run:
 
     @classmethod
     def create(cls, target: Target, report_root: Path, config: dict[str, Any],
-               criteria: CriteriaSet | None = None) -> Run:
+               criteria: CriteriaSet | None = None, label: str | None = None) -> Run:
+        """``label`` names the directory (``<time>-<label>``; the target's label by default: ``load`` runs say
+        ``load``)."""
         root = Path(report_root)
         if root.exists() and not root.is_dir():
             raise RunDirError(f"report directory {root}: exists and is not a directory")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        label = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in target.label)[:40]
+        label = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in (label or target.label))[:40]
         try:
             root.mkdir(parents=True, exist_ok=True)
             run_dir = root / f"{stamp}-{label}"

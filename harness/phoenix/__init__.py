@@ -1,4 +1,5 @@
-"""Phoenix channels, client side: a sans-IO protocol and a thin asyncio transport."""
+"""Phoenix channels, client side: a sans-IO protocol, a thin asyncio transport (``aio``) and a blocking,
+gevent-friendly one (``sync``, for Locust: imported from there, so asyncio users never load it)."""
 
 from __future__ import annotations
 
