@@ -2,3 +2,7 @@
 
 The code lives in ``harness/load/``; these files only name the users (see README.md, "Load").
 """
+
+from harness.load.nightly import nightly_profile  # zora-harness nightly's short profile (imports no Locust)
+
+__all__ = ["nightly_profile"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -112,8 +113,9 @@ def test_a_gate_without_a_verdict_says_so_on_the_job_page(tmp_path: Path, monkey
 def test_nightly_from_a_clean_clone_against_the_embedded_stack(tmp_path: Path) -> None:
     """A clone of the committed tree (no reports/, no node_modules; this environment's packages) runs
     `zora-harness nightly --no-faults --rounds 1 --probes py` (the fault phase left out to stay short: the gate's
-    own tests run it): exit 0, index.html and summary.md in the run directory, the summary on the job's page;
-    the report opens in Chromium, offline."""
+    own tests run it), then the ci load profile of load/ (`locust -f load --zora-profile ci` in a child process):
+    exit 0, index.html and summary.md in the run directory, the load run's verdict files under load/, the summary
+    on the job's page; the report opens in Chromium, offline."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True, timeout=120)
     assert not (clone / "reports").exists() or not any(p.name != ".gitkeep" for p in (clone / "reports").iterdir())
@@ -121,7 +123,7 @@ def test_nightly_from_a_clean_clone_against_the_embedded_stack(tmp_path: Path) -
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(step), "PYTHONPATH": str(clone)}
     r = subprocess.run([sys.executable, "-m", "harness.cli", "nightly", "--no-faults", "--rounds", "1", "--probes", "py",
                         "--quiet", "--report-dir", str(tmp_path / "runs")], cwd=clone, env=env, capture_output=True,
-                       text=True, timeout=300)
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{clone}/harness" in subprocess.run(
         [sys.executable, "-c", "import harness.nightly as n; print(n.__file__)"], cwd=clone, env=env,
@@ -133,7 +135,10 @@ def test_nightly_from_a_clean_clone_against_the_embedded_stack(tmp_path: Path) -
         assert (run / name).is_file(), name
     summary = (run / "summary.md").read_text()
     assert summary.startswith("## Zora nightly: GO") and "Not tested in this run: reconnect_reset" in summary
-    assert "load profile" in summary
+    assert "load profile (nightly_profile): GO" in summary
+    [load_run] = [p for p in (run / "load").iterdir() if p.is_dir()]
+    assert json.loads((load_run / "results.json").read_text())["verdict"] == "GO"
+    assert (load_run / "load.json").is_file() and (run / "load" / "locust.html").is_file()
     assert step.read_text().strip() == summary.strip()
     assert "GO  (target: embedded" in r.stdout and "summary.md" in r.stderr
     with chromium(run / "index.html") as b:
