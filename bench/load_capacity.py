@@ -23,12 +23,10 @@ at a moderate N with the load process's memory at its start and its end (flat, o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.load.hdr import LatencyBook, figures  # noqa: E402
 from harness.load.tally import process_figures  # noqa: E402
+from harness.procs import stop_groups  # noqa: E402
 from stack.postgres import free_port  # noqa: E402
 
 
@@ -54,17 +53,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    stop_groups(procs, 60)
 
 
 def run(n: int, workers: int, seconds: float, rate: float, tmp: Path, spawn_rate: int = 100) -> dict[str, Any]:

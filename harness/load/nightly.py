@@ -10,11 +10,12 @@ with gevent; the target's URL and keys reach it as ``SUPABASE_*`` environment va
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from harness.procs import stop_groups
 
 __all__ = ["nightly_profile"]
 
@@ -45,16 +46,9 @@ def nightly_profile(run_dir: Path, target: Any = None, quiet: bool = False, time
         try:
             return p.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            stop_groups([p], 60)
             print(f"zora-harness: the load profile ran past {timeout_s:g} s and was stopped", file=sys.stderr)
             return 4
         except BaseException:  # Ctrl-C / SIGTERM of the nightly: the child (its own session) goes too
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(60)
+            stop_groups([p], 60)
             raise

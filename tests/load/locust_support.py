@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from harness.procs import stop_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,17 +27,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_groups(procs)
 
 
 def start(procs: list[subprocess.Popen[str]], args: list[str], log: Path) -> subprocess.Popen[str]:
