@@ -2,18 +2,23 @@
 
 With REPLICA IDENTITY FULL and RLS on, an UPDATE's ``old_record`` carries every old column the subscriber's role
 may select; only DELETE (which cannot be checked against RLS) is cut to the primary key. Column grants decide
-what a role sees in ``record``, ``old_record`` and ``columns``.
+what a role sees in ``record``, ``old_record`` and ``columns``. Over raw frames, then through the official clients
+(supabase-js's ``payload.old``, supabase-py's ``old_record``), as an app comparing the old and new status reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
 import pytest
+from realtime.types import RealtimePostgresChangesListenEvent
+from supabase import acreate_client
 
 from stack.server import EmbeddedStack
+from tests.stack.js_peer import JsPeer
 from tests.stack.rt_support import RawClient, user_token, write, ws_url
 
 TABLE_SQL = """
@@ -109,4 +114,60 @@ def test_a_role_without_select_on_the_key_gets_nothing(stack: EmbeddedStack) -> 
         assert anon.changes() == []
         for c in (anon, probe):
             await c.close()
+    run(go())
+
+
+def _update_and_delete(stack: EmbeddedStack, owner: str) -> int:
+    rid: int = write(stack, "insert into rt_full (owner, status, secret) values (%s, 'new', 's3cret') returning id",
+                     (owner,))[0][0]
+    write(stack, "update rt_full set status = 'paid' where id = %s", (rid,))
+    write(stack, "delete from rt_full where id = %s", (rid,))
+    return rid
+
+
+@pytest.mark.js
+def test_supabase_js_sees_the_old_status_in_payload_old(stack: EmbeddedStack) -> None:
+    """An app comparing ``payload.old.status`` with ``payload.new.status`` (supabase-js, unchanged)."""
+    owner = str(uuid.uuid4())
+    js = JsPeer(stack.api_url, stack.anon_key)
+    try:
+        js.send(op="setAuth", token=user_token(stack, owner))
+        js.wait(lambda e: e.get("op") == "setAuth")
+        js.send(op="channel", name="full", topic="js-full", pg=[{"event": "*", "schema": "public", "table": "rt_full"}])
+        js.wait(lambda e: e["ev"] == "system" and e["name"] == "full"
+                and e["payload"].get("extension") == "postgres_changes")
+        rid = _update_and_delete(stack, owner)
+        js.wait(lambda e: len(js.of("change", "full")) >= 3)
+        ins, upd, dele = (e["payload"] for e in js.of("change", "full"))
+        assert [p["eventType"] for p in (ins, upd, dele)] == ["INSERT", "UPDATE", "DELETE"]
+        assert upd["old"] == {"id": rid, "owner": owner, "status": "new"} and upd["new"]["status"] == "paid"
+        assert "secret" not in upd["old"] and "secret" not in upd["new"]  # a column the role may not select
+        assert dele["old"] == {"id": rid} and dele["new"] == {}
+    finally:
+        js.close()
+
+
+def test_supabase_py_sees_the_old_status_in_old_record(stack: EmbeddedStack) -> None:
+    async def go() -> None:
+        owner = str(uuid.uuid4())
+        client = await acreate_client(stack.api_url, stack.anon_key)
+        await client.realtime.set_auth(user_token(stack, owner))
+        got: list[dict[str, Any]] = []
+        system: list[dict[str, Any]] = []
+        ch = client.channel("py-full").on_postgres_changes(RealtimePostgresChangesListenEvent.All,
+                                                           lambda p: got.append(dict(p)), table="rt_full",
+                                                           schema="public")
+        ch.on_system(lambda p: system.append(dict(p)))
+        await ch.subscribe()
+        deadline = time.monotonic() + 20
+        while not any(s.get("extension") == "postgres_changes" for s in system) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        rid = _update_and_delete(stack, owner)
+        while len(got) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        upd = next(p["data"] for p in got if p["data"]["type"] == "UPDATE")
+        dele = next(p["data"] for p in got if p["data"]["type"] == "DELETE")
+        assert upd["old_record"] == {"id": rid, "owner": owner, "status": "new"}
+        assert dele["old_record"] == {"id": rid} and "record" not in dele
+        await client.realtime.close()
     run(go())
