@@ -180,7 +180,7 @@ async def main() -> None:
     args = ap.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    stack = StackProcess("--no-seed", "--jwt-secret", secrets.token_urlsafe(48))
+    stack = StackProcess("--no-seed", jwt_secret=secrets.token_urlsafe(48))
     sizes = [n for n in (250, 500, 1000, 2000, 3000, 4000, 6000) if n <= max(250, min(args.max, 10_000))]
     try:
         with tempfile.TemporaryDirectory(prefix="zora-capacity-") as tmp:

@@ -67,7 +67,7 @@ alter publication supabase_realtime add table public.bench_items;
 class BenchStack(StackProcess):
     def __init__(self, mode: str) -> None:
         self.secret = secrets.token_urlsafe(48)
-        super().__init__("--no-seed", "--jwt-secret", self.secret, "--realtime-mode", mode)
+        super().__init__("--no-seed", "--realtime-mode", mode, jwt_secret=self.secret)
         with psycopg.connect(self.env["DB_URL"], autocommit=True) as c:
             c.execute(SETUP_SQL)
         self.ws = self.env["REALTIME_URL"] + f"/websocket?apikey={self.env['ANON_KEY']}&vsn=1.0.0"

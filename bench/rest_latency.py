@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     n = max(10, min(args.n, 20_000))
     secret = secrets.token_urlsafe(48)
-    stack = StackProcess("--jwt-secret", secret)
+    stack = StackProcess(jwt_secret=secret)
     env = stack.env
     try:
         now = int(time.time())

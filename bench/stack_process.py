@@ -3,6 +3,7 @@ its URLs and keys read from that output, stopped with SIGTERM (the same path a u
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -13,9 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class StackProcess:
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, jwt_secret: str | None = None) -> None:
+        """``jwt_secret`` reaches the stack as ``$ZORA_JWT_SECRET``: never on its command line, where ``ps`` shows it
+        and where a random secret starting with ``-`` would read as an option."""
+        env = {**os.environ, "ZORA_JWT_SECRET": jwt_secret} if jwt_secret else None
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "stack", "up", "--port", "0", "--env",
-                                      *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                      *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
         self.env: dict[str, str] = {}
         assert self.proc.stdout is not None
         while "SUPABASE_SERVICE_ROLE_KEY" not in self.env:
