@@ -190,6 +190,13 @@ def main() -> None:
             lat = f["latency_ms"].get("*|write_to_deliver", {})
             print(f"  load process RSS {p['rss_first_mb']:.1f} MB at the start, {p['rss_last_mb']:.1f} MB at the end "
                   f"({p['seconds']:.0f} s, {lat.get('n', 0):,} deliveries recorded), CPU {p['cpu_pct']:.0f} %")
+            series = p.get("rss_mb_over_time", [])
+            if series:
+                print("  RSS over the run (s: MB): " + ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in series))
+                spawned = [mb for t, mb in series if t >= 30]  # every user is spawned by then (50/s)
+                if spawned:
+                    print(f"  after the spawn: {spawned[0]:.1f} MB at 30 s, max {max(spawned):.1f} MB, "
+                          f"{spawned[-1]:.1f} MB at the end")
 
 
 if __name__ == "__main__":

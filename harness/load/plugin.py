@@ -395,8 +395,15 @@ def _test_stopping(environment: Environment, **_: Any) -> None:
 
 @events.quitting.add_listener
 def _quitting(environment: Environment, **_: Any) -> None:
+    """Judge and clean up. Locust fires ``quitting`` before it stops the runner, so a run ended by Ctrl-C (the way a
+    web UI session or a headless run without ``-t`` ends) is stopped here first, as ``-t`` stops it: the publishers
+    stop, the subscribers listen on for the settle window and report, and only then is the stack let go."""
     c = COORDINATOR
     try:
+        runner = environment.runner
+        if (c.owner is not None and c.role != "worker" and c.started and not c.finalized and runner is not None
+                and runner.state in (locust.runners.STATE_SPAWNING, locust.runners.STATE_RUNNING)):
+            runner.stop()
         if c.owner is not None and c.role != "worker":
             code = c.owner.conclude(environment)
             if code is not None:

@@ -269,8 +269,12 @@ class LoadRun:
             return {}
         first, last = p["first"], p["last"]
         wall = max(1e-9, last["wall_s"] - first["wall_s"])
+        series = self.c.merged.rss.get(node, [])
+        t0 = series[0][0] if series else 0.0
+        step = max(1, len(series) // 20)  # about 20 points: enough to tell a plateau from a climb
         return {"cpu_pct": round(100 * (last["cpu_s"] - first["cpu_s"]) / wall, 1),
                 "rss_first_mb": round(first["rss_mb"], 1), "rss_last_mb": round(last["rss_mb"], 1),
+                "rss_mb_over_time": [[round(t - t0, 1), round(mb, 1)] for t, mb in [*series[::step], *series[-1:]]],
                 "seconds": round(wall, 1)}
 
     def _print(self, v: Any, f: dict[str, Any]) -> None:

@@ -125,6 +125,9 @@ class Tally:
                     "proc": process_figures()}
 
 
+RSS_POINTS = 4000
+
+
 class Merged:
     """The master's sum of every process's ``take()`` (a local run adds its own)."""
 
@@ -136,6 +139,7 @@ class Merged:
         self.last_report_ns: dict[str, int] = {}
         self.source_of: dict[str, str] = {}  # subscriber -> the process that runs it
         self.procs: dict[str, dict[str, dict[str, float]]] = {}  # process -> its first and last figures
+        self.rss: dict[str, list[tuple[float, float]]] = {}  # process -> (wall s, RSS MB) per report, bounded
 
     def add(self, source: str, data: Mapping[str, Any], at_ns: int) -> None:
         self.reports[source] = self.reports.get(source, 0) + 1
@@ -144,6 +148,9 @@ class Merged:
         if "proc" in data:
             p = self.procs.setdefault(source, {"first": dict(data["proc"])})
             p["last"] = dict(data["proc"])
+            series = self.rss.setdefault(source, [])
+            if len(series) < RSS_POINTS:  # a report every 3 s: 4000 points are more than three hours
+                series.append((float(data["proc"]["wall_s"]), float(data["proc"]["rss_mb"])))
         for d in data.get("streams", ()):
             s = self.streams.get(d["pub"])
             if s is None:

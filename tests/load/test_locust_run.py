@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,27 @@ def test_stress_profile_with_a_reset_in_the_middle(tmp_path: Path) -> None:
     assert [f["name"] for f in load["faults"]] == ["reset"]
     history = (run_dir(tmp_path / "reports") / "history.jsonl").read_text()
     assert history.count('"kind":"fault"') == 2  # its start and end, as the gate records faults
+
+
+def test_a_run_ended_by_ctrl_c_is_stopped_settled_and_judged(tmp_path: Path) -> None:
+    """Ctrl-C is how a web UI session or a headless run without -t ends: Locust fires ``quitting`` before it stops
+    the users, so the harness stops them first (publishers, then the settle window) and judges what was sent,
+    with the stack still up for every write in flight."""
+    log = tmp_path / "locust.log"
+    with processes() as procs:
+        p = start(procs, locust_cmd("--headless", "-u", "9", "-r", "9", "--only-summary", "--zora-report-dir",
+                                    str(tmp_path / "reports"), "--zora-rate", "2", "--zora-vendors", "1"), log)
+        deadline = time.monotonic() + 120
+        while "All users spawned" not in log.read_text() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.2)
+        time.sleep(6)
+        p.send_signal(signal.SIGINT)
+        code = p.wait(120)
+    out = log.read_text()
+    assert code == 0, out[-3000:]
+    res, load = results(tmp_path / "reports")
+    assert res["verdict"] == "GO"
+    c = load["completeness"]
+    assert c["expected"] > 20 and c["delivered"] == c["expected"]
+    assert load["writes"]["sent"] > 10 and load["writes"]["failed"] == 0 and load["writes"]["unknown"] == 0
+    assert "Connection refused" not in out
