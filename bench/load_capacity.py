@@ -170,12 +170,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zora-load-capacity-") as t:
         tmp = Path(t)
         print(HEADER, flush=True)
-        one = two = (0, 0)
+        found: list[tuple[str, tuple[int, int]]] = []
         if "one" not in skip:
-            one = capacity("1 process", 0, sizes, args.hold, args.rate, tmp)
+            found.append(("one process", capacity("1 process", 0, sizes, args.hold, args.rate, tmp)))
         if "two" not in skip:
-            two = capacity("2 workers", 2, sizes, args.hold, args.rate, tmp)
-        for what, (held, quiet) in (("one process", one), ("a master and two workers", two)):
+            found.append(("a master and two workers", capacity("2 workers", 2, sizes, args.hold, args.rate, tmp)))
+        for what, (held, quiet) in found:
             print(f"  {what}: held {held} subscribers with delivery p99 < 500 ms and nothing lost; {quiet} with the "
                   "added delay p99 <= 1 ms as well")
         if "memory" not in skip:
