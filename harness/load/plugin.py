@@ -333,6 +333,16 @@ def _lag_probe(c: Coordinator) -> None:
         sock.close()
 
 
+def _sample_memory(c: Coordinator) -> None:
+    """A local run's memory every 3 s (a worker's comes with its reports), until the run stops; bounded."""
+    from harness.load.tally import RSS_POINTS, process_figures
+
+    for _ in range(RSS_POINTS):
+        if c.stopping.wait(3.0):
+            return
+        c.merged.sample("local", process_figures())
+
+
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
     c = COORDINATOR
@@ -342,6 +352,7 @@ def _test_start(environment: Environment, **_: Any) -> None:
         from harness.load.tally import process_figures
 
         c.merged.add("local", {"proc": process_figures()}, c.clock.wall_of(time.perf_counter_ns()))
+        threading.Thread(target=_sample_memory, args=(c,), daemon=True).start()
     if c.role != "master" and getattr(environment.parsed_options, "zora_lag_probe", False):
         threading.Thread(target=_lag_probe, args=(c,), daemon=True).start()
     if c.role == "worker" and c.world is None and environment.runner is not None:

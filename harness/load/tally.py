@@ -148,9 +148,7 @@ class Merged:
         if "proc" in data:
             p = self.procs.setdefault(source, {"first": dict(data["proc"])})
             p["last"] = dict(data["proc"])
-            series = self.rss.setdefault(source, [])
-            if len(series) < RSS_POINTS:  # a report every 3 s: 4000 points are more than three hours
-                series.append((float(data["proc"]["wall_s"]), float(data["proc"]["rss_mb"])))
+            self.sample(source, data["proc"])
         for d in data.get("streams", ()):
             s = self.streams.get(d["pub"])
             if s is None:
@@ -164,6 +162,12 @@ class Merged:
         for d in data.get("watches", ()):
             self.watches[d["sid"]] = Watch.from_state(d)
             self.source_of[d["sid"]] = source
+
+    def sample(self, source: str, proc: Mapping[str, float]) -> None:
+        """A process's memory at one moment (with each worker's report; every 3 s in a local run's own sampler)."""
+        series = self.rss.setdefault(source, [])
+        if len(series) < RSS_POINTS:  # every 3 s: 4000 points are more than three hours
+            series.append((float(proc["wall_s"]), float(proc["rss_mb"])))
 
     def writes(self) -> Iterator[Stream]:
         return iter(self.streams.values())
