@@ -50,6 +50,8 @@ LOST = ("closed", "heartbeat_timeout")  # socket states that mean the client saw
 # a join whose postgres_changes bindings are not live this long after its reply has failed, fault or not: the
 # clients' push timeout (supabase-js and ours, 10 s). A fault sooner than that leaves the attempt unjudged.
 LIVE_WITHIN_NS = 10_000_000_000
+# a socket loss this soon after a fault that reached the probe ended is that fault's (the client reads the close late)
+LOSS_GRACE_NS = 2_000_000_000
 STOPPING = "stopping"  # a probe's own end: what its socket does afterwards is not the target's doing
 
 
@@ -241,10 +243,12 @@ def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliabil
             why = None if ok else f"join {r.outcome}: {r.detail or ''}".strip()
             live = r.channel not in pg
             next_fault = next((t for t in fault_starts if t > r.t), None)
+            cut_t = None  # when a fault ended this attempt's watch
             for later in recs[i + 1:]:
                 if not ok:
                     break
                 if next_fault is not None and later.t >= next_fault:
+                    cut_t = next_fault
                     break
                 if isinstance(later, JoinAttempt) and later.channel == r.channel:
                     break  # the next attempt on this channel: this one's life ended without a fault... see below
@@ -256,9 +260,13 @@ def reliability(records: list[Record], probes: dict[str, ProbeInfo]) -> Reliabil
                 elif isinstance(later, ChannelClosed) and later.channel in (r.channel, None):
                     ok, why = False, f"channel closed: {later.reason}"
                 elif isinstance(later, ConnState) and later.channel is None and later.state in LOST:
+                    if any(sp.start <= later.t <= (later.t if sp.end is None else sp.end) + LOSS_GRACE_NS
+                           for sp in mine):
+                        cut_t = later.t  # joined while a fault was on (a reconnect in a reset): its loss is the fault's
+                        break
                     ok, why = False, f"socket {later.state} with no fault active"
             if ok and not live:
-                if next_fault is not None and next_fault - r.t < LIVE_WITHIN_NS:
+                if cut_t is not None and cut_t - r.t < LIVE_WITHIN_NS:
                     attempts -= 1  # the fault came before its bindings could be live: no evidence either way
                     continue
                 ok, why = False, "joined, but postgres_changes never went live"

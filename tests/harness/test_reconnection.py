@@ -129,6 +129,17 @@ def test_a_join_a_fault_cuts_before_its_bindings_are_live_counts_neither_way() -
             RunFinished(t=13 * S, outcome="completed")]
     rel = reliability(late, {"p": INFO})
     assert (rel.attempts, rel.held) == (2, 1) and "never went live" in str(rel.failures[0]["why"])
+    # seen under load: a churn client rejoined while a reset was on; its socket went 0.5 s after the reset's end
+    during = [*healthy_start(), *fault("f1", "reset", 1 * S, 1 * S + 30 * MS),
+              ConnState(t=1 * S + MS, probe="p", state="closed"), *rejoin(1 * S + 5 * MS),
+              ConnState(t=1 * S + 530 * MS, probe="p", state="closed"), *rejoin(2 * S),
+              RunFinished(t=3 * S, outcome="completed")]
+    rel = reliability(during, {"p": INFO})
+    assert (rel.attempts, rel.held) == (6, 6), rel.failures
+    # the same loss 3 s after the fault's end is not the fault's
+    later = [*during[:13], ConnState(t=4 * S, probe="p", state="closed"), RunFinished(t=5 * S, outcome="completed")]
+    rel = reliability(later, {"p": INFO})
+    assert rel.held < rel.attempts and "no fault active" in str(rel.failures[0]["why"])
     # a join lost long after the fault ended is the target's doing
     lost = [*healthy_start(), *fault("f1", "reset", 1 * S, 1 * S + MS), *rejoin(2 * S),
             JoinAttempt(t=15 * S, probe="p", channel=NEWS, outcome="lost"), RunFinished(t=16 * S, outcome="completed")]
