@@ -127,3 +127,19 @@ class RawClient:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def subscribed(channel: Any, system: list[dict[str, Any]], states: list[Any] | None = None) -> None:
+    """SUBSCRIBED is not enough (realtime-js#525): wait for the server's postgres_changes 'ok'."""
+    channel.on_system(lambda p: system.append(dict(p)))
+    await channel.subscribe(lambda st, err: states.append((str(st), str(err))) if states is not None else None)
+    await until(lambda: any(s.get("extension") == "postgres_changes" for s in system))
+    assert system[-1]["status"] == "ok", system

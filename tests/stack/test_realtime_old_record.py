@@ -9,7 +9,6 @@ what a role sees in ``record``, ``old_record`` and ``columns``. Over raw frames,
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -19,7 +18,7 @@ from supabase import acreate_client
 
 from stack.server import EmbeddedStack
 from tests.stack.js_peer import JsPeer
-from tests.stack.rt_support import RawClient, user_token, write, ws_url
+from tests.stack.rt_support import RawClient, subscribed, until, user_token, write, ws_url
 
 TABLE_SQL = """
 create table if not exists public.rt_full (
@@ -157,14 +156,9 @@ def test_supabase_py_sees_the_old_status_in_old_record(stack: EmbeddedStack) -> 
         ch = client.channel("py-full").on_postgres_changes(RealtimePostgresChangesListenEvent.All,
                                                            lambda p: got.append(dict(p)), table="rt_full",
                                                            schema="public")
-        ch.on_system(lambda p: system.append(dict(p)))
-        await ch.subscribe()
-        deadline = time.monotonic() + 20
-        while not any(s.get("extension") == "postgres_changes" for s in system) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await subscribed(ch, system)
         rid = _update_and_delete(stack, owner)
-        while len(got) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(got) >= 3, 20)
         upd = next(p["data"] for p in got if p["data"]["type"] == "UPDATE")
         dele = next(p["data"] for p in got if p["data"]["type"] == "DELETE")
         assert upd["old_record"] == {"id": rid, "owner": owner, "status": "new"}

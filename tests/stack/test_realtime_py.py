@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,7 @@ from realtime.types import PostgresChangesPayload, RealtimePostgresChangesListen
 from supabase import acreate_client
 
 from stack.server import EmbeddedStack
-from tests.stack.rt_support import ensure_rt_table, user_token, write
+from tests.stack.rt_support import ensure_rt_table, subscribed, until, user_token, write
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -22,24 +21,8 @@ def rt_table(stack: EmbeddedStack) -> None:
     ensure_rt_table(stack)
 
 
-async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 90))
-
-
-async def subscribed(channel: Any, system: list[dict[str, Any]], states: list[Any] | None = None) -> None:
-    """SUBSCRIBED is not enough (realtime-js#525): wait for the server's postgres_changes 'ok'."""
-    channel.on_system(lambda p: system.append(dict(p)))
-    await channel.subscribe(lambda st, err: states.append((str(st), str(err))) if states is not None else None)
-    await until(lambda: any(s.get("extension") == "postgres_changes" for s in system))
-    assert system[-1]["status"] == "ok", system
 
 
 def into(payloads: list[dict[str, Any]]) -> Callable[[PostgresChangesPayload], None]:
