@@ -7,6 +7,8 @@ Exit codes (documented in README.md, each tested):
     2  bad usage or configuration (one line on stderr)
     3  target unreachable, not a Supabase API, or the embedded stack could not start
     4  internal error of the harness (the run directory keeps what was recorded, with a NO-GO report)
+    5  --target containers: no Docker daemon answers
+    6  --target containers: an image the profile needs cannot be had (not here, not pullable, not buildable)
   128+n  interrupted by signal n: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP; cleaned up, recorded, reported
 """
 
@@ -25,13 +27,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["EXIT_INTERNAL", "EXIT_NO_GO", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_IMAGE", "EXIT_INTERNAL", "EXIT_NO_DOCKER", "EXIT_NO_GO", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE",
+           "main"]
 
 EXIT_OK = 0
 EXIT_NO_GO = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERNAL = 4
+EXIT_NO_DOCKER = 5
+EXIT_IMAGE = 6
 
 EXIT_CODES = """exit codes:
   0    GO (clean: nothing of the run left)
@@ -39,12 +44,16 @@ EXIT_CODES = """exit codes:
   2    bad usage or configuration
   3    target unreachable or not a Supabase API; embedded stack failed to start
   4    internal error of the harness (what was recorded is kept, with a NO-GO report)
+  5    --target containers: no Docker daemon answers
+  6    --target containers: an image of the profile cannot be had (not here, not pullable, not buildable)
   130  interrupted by Ctrl-C (143 SIGTERM, 129 SIGHUP): cleaned up, recorded, reported"""
 
 GATE_EPILOG = f"""examples:
   zora-harness gate                                  # the embedded stack, started and stopped for you
   SUPABASE_URL=https://x.supabase.co SUPABASE_ANON_KEY=... SUPABASE_SERVICE_ROLE_KEY=... zora-harness gate --target url
   supabase status -o env > status.env && zora-harness gate --env-file status.env
+  zora-harness gate --target containers              # PostgreSQL 15 + wal2json in a local image, our services on it
+  zora-harness gate --target containers --container-profile supabase-official   # the images `supabase start` uses
 
 keys and URLs come from flags, else --env-file, else the environment (SUPABASE_URL, SUPABASE_ANON_KEY,
 SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL); prefer the environment or a file: flags show in `ps`.
@@ -85,8 +94,14 @@ def _version() -> str:
 
 def _target_flags(p: argparse.ArgumentParser, db_url: str, default: str) -> None:
     p.add_argument("--target", default=None,
-                   help="embedded (start the embedded stack), url (a Supabase given by URL and keys), or a file "
+                   help="embedded (start the embedded stack), containers (a backend in Docker, through "
+                        "testcontainers: --container-profile), url (a Supabase given by URL and keys), or a file "
                         f"written by `supabase status -o env` (default: {default})")
+    p.add_argument("--container-profile", default="embedded-in-container",
+                   choices=("embedded-in-container", "supabase-official"),
+                   help="with --target containers: embedded-in-container (PostgreSQL 15 + wal2json in a locally built "
+                        "image, our stack's services attached) or supabase-official (the images `supabase start` "
+                        "uses; images and versions in harness/containers/images.toml)")
     p.add_argument("--env-file", type=Path, help="read SUPABASE_URL / keys / DB URL from this file "
                                                  "(`supabase status -o env` names work too)")
     p.add_argument("--url", help="Supabase API URL (default: $SUPABASE_URL)")
@@ -276,15 +291,15 @@ def _target(args: argparse.Namespace, default: str = "embedded") -> Any:
 
     given = [f"--{f.replace('_', '-')}" for f in URL_FLAGS if getattr(args, f, None)]
     kind = args.target or ("url" if given else default)
-    if kind == "embedded":
+    if kind in ("embedded", "containers"):
         if given:
-            raise UsageError(f"{', '.join(given)} name a Supabase to test, but --target embedded starts its own; "
-                             "drop --target embedded (they imply --target url)")
-        return None
+            raise UsageError(f"{', '.join(given)} name a Supabase to test, but --target {kind} starts its own; "
+                             f"drop --target {kind} (they imply --target url)")
+        return None if kind == "embedded" else "containers"
     env_file = args.env_file
     if kind != "url":
         if not Path(kind).is_file():
-            raise UsageError(f"--target {kind!r}: not embedded, url, or a readable env file")
+            raise UsageError(f"--target {kind!r}: not embedded, containers, url, or a readable env file")
         if env_file is not None:
             raise UsageError("--target FILE and --env-file both name an env file; give one")
         env_file = Path(kind)
@@ -363,6 +378,8 @@ def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
     try:
         if target is None:
             return _gate_embedded(criteria, args.report_dir, kw)
+        if target == "containers":
+            return _gate_containers(args.container_profile, criteria, args.report_dir, kw)
         result = run_gate(target, criteria, args.report_dir, **kw)
     except (TargetRefused, RunDirError) as e:
         raise UsageError(str(e)) from e
@@ -388,6 +405,9 @@ def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
         except FaultSpecError as e:
             raise UsageError(f"--fault {text!r}: {e}") from e
         if isinstance(spec, StackFault) and target is not None:
+            if target == "containers":
+                raise UsageError(f"--fault {text!r}: a fault of the stack itself needs --target embedded (the "
+                                 "containers target's database is a container: network faults only)")
             raise UsageError(f"--fault {text!r}: a fault of the stack itself needs the embedded target (a Supabase "
                              "given by URL is someone else's server: network faults only)")
         out.append(spec)
@@ -412,6 +432,53 @@ def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> tuple
         stack.stop()
     _print_verdict(result.verdict, result.run_dir)
     return (EXIT_OK if result.verdict.go else EXIT_NO_GO), result
+
+
+def _gate_containers(profile: str, criteria: Any, report_dir: Path, kw: dict[str, Any]) -> tuple[int, Any]:
+    from harness.containers import (
+        ContainersConfigError,
+        ContainersError,
+        ContainerStack,
+        DockerUnavailable,
+        ImageUnavailable,
+    )
+    from harness.gate import run_gate
+    from stack.migrate import MigrationError
+    from stack.postgres import PostgresError
+    from stack.server import StackError
+
+    def log(line: str) -> None:
+        if not kw.get("quiet"):
+            print(f"zora-harness: {line}", file=sys.stderr)
+
+    cs = ContainerStack(profile=profile, log=log)
+    try:
+        try:
+            cs.start()
+        except ContainersConfigError as e:
+            raise UsageError(str(e)) from e
+        except DockerUnavailable as e:
+            print(f"zora-harness: {e}", file=sys.stderr)
+            return EXIT_NO_DOCKER, None
+        except ImageUnavailable as e:
+            print(f"zora-harness: {e}", file=sys.stderr)
+            return EXIT_IMAGE, None
+        except (ContainersError, PostgresError, StackError, MigrationError) as e:
+            print(f"zora-harness: containers target failed to start: {e}", file=sys.stderr)
+            return EXIT_UNREACHABLE, None
+        log(f"containers: {profile} ready in {cs.timings.get('ready', 0):.1f} s")
+        result = run_gate(cs.target(), criteria, report_dir, config={**kw.pop("config", {}),
+                                                                       "containers": _containers_config(cs)}, **kw)
+    finally:
+        cs.stop()
+    _print_verdict(result.verdict, result.run_dir)
+    return (EXIT_OK if result.verdict.go else EXIT_NO_GO), result
+
+
+def _containers_config(cs: Any) -> dict[str, Any]:
+    """What config.json records of a containers run: profile, images, the run label (no secrets)."""
+    return {"profile": cs.profile, "images": dict(cs.config.images) if cs.config else {}, "run_label": cs.run,
+            "timings_s": {k: round(v, 3) for k, v in cs.timings.items()}}
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -455,8 +522,9 @@ def _clean(args: argparse.Namespace) -> int:
     if not RUN_ID.match(args.run_id):
         raise UsageError(f"--run-id {args.run_id!r}: not a run id (zr + 8 hex digits, from the run's config.json)")
     target = _target(args, default="url")
-    if target is None:
-        raise UsageError("clean needs the Supabase the run wrote to (an embedded stack's rows went away with it)")
+    if target is None or target == "containers":
+        raise UsageError("clean needs the Supabase the run wrote to (an embedded stack's or a containers run's rows "
+                         "went away with it)")
     try:
         preflight(target)
     except TargetRefused as e:

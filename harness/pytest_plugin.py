@@ -1,6 +1,7 @@
 """The pytest plugin behind ``pytest scenarios`` (registered as the ``zora`` pytest11 entry point).
 
-Options: ``--target`` (embedded, the default; url, from SUPABASE_URL / SUPABASE_ANON_KEY /
+Options: ``--target`` (embedded, the default; containers, a backend in Docker through testcontainers with
+``--container-profile``; url, from SUPABASE_URL / SUPABASE_ANON_KEY /
 SUPABASE_SERVICE_ROLE_KEY / SUPABASE_DB_URL; or a ``supabase status -o env`` file), ``--report-dir``,
 ``--criteria``, ``--probes``. Fixtures: ``zora_target`` (session) and ``zora`` (per module: its own run
 through the same lifecycle as the gate, ``harness/lifecycle.py``: world, clock, live probes; at the end
@@ -42,7 +43,12 @@ HOW = ("pass --target url with SUPABASE_URL, SUPABASE_ANON_KEY and SUPABASE_SERV
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("zora", "Zora realtime harness")
-    g.addoption("--target", default="embedded", help="embedded (default), url, or a `supabase status -o env` file")
+    g.addoption("--target", default="embedded",
+                help="embedded (default), containers (Docker, through testcontainers), url, or a "
+                     "`supabase status -o env` file")
+    g.addoption("--container-profile", default="embedded-in-container",
+                choices=("embedded-in-container", "supabase-official"),
+                help="with --target containers: the profile (harness/containers/images.toml)")
     g.addoption("--report-dir", default="reports", help="where scenario run directories go")
     g.addoption("--criteria", default=str(DEFAULT_CRITERIA), help="criteria file")
     g.addoption("--probes", default="both", choices=("both", "py"),
@@ -115,6 +121,9 @@ def zora_target(request: pytest.FixtureRequest) -> Iterator[Target]:
         finally:
             s.stop()
         return
+    if kind == "containers":
+        yield from _containers_target(request.config)
+        return
     try:
         if kind == "url":
             target = from_env()
@@ -130,6 +139,37 @@ def zora_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if pf.problems:
         pytest.exit("zora: target not ready: " + "; ".join(pf.problems), returncode=1)
     yield target
+
+
+def _containers_target(config: pytest.Config) -> Iterator[Target]:
+    from harness.containers import (
+        ContainersConfigError,
+        ContainersError,
+        ContainerStack,
+        DockerUnavailable,
+        ImageUnavailable,
+    )
+    from stack.migrate import MigrationError
+    from stack.postgres import PostgresError
+    from stack.server import StackError
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    cs = ContainerStack(profile=config.getoption("--container-profile"),
+                        log=lambda line: reporter.write_line(f"zora: {line}") if reporter else None)
+    try:
+        try:
+            cs.start()
+        except ContainersConfigError as e:
+            pytest.exit(f"zora: {e}; fix --container-profile", returncode=2)
+        except DockerUnavailable as e:
+            pytest.exit(f"zora: {e}", returncode=5)
+        except ImageUnavailable as e:
+            pytest.exit(f"zora: {e}", returncode=6)
+        except (ContainersError, PostgresError, StackError, MigrationError) as e:
+            pytest.exit(f"zora: the containers target failed to start: {e}", returncode=3)
+        yield cs.target()
+    finally:
+        cs.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.containers.config import BUILD_SCRIPT, Profile, load_profile
@@ -83,6 +84,8 @@ class ContainerStack:
     reaper: Reaper | None = None
     timings: dict[str, float] = field(default_factory=dict)
     pg_port: int = 0
+    official: dict[str, str] | None = field(default=None, repr=False)  # supabase-official: URL, keys, DB URL
+    scratch: list[Path] = field(default_factory=list)  # host directories of the run (Kong's config), removed at stop
     _pg_password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -119,6 +122,9 @@ class ContainerStack:
             except Exception as e:  # the label sweep below still removes it
                 self.log(f"containers: stopping {getattr(c, 'image', c)} failed: {type(e).__name__}")
         self.containers.clear()
+        for d in self.scratch:
+            shutil.rmtree(d, ignore_errors=True)
+        self.scratch.clear()
         try:
             remove_run(self.run, self.log)
         finally:
@@ -169,7 +175,8 @@ class ContainerStack:
                                   self.config.images["postgres"]], capture_output=True, text=True,
                                  timeout=self.build_timeout_s)
         except subprocess.TimeoutExpired:
-            raise ImageUnavailable(f"building {self.config.images['postgres']} took over {self.build_timeout_s:.0f} s")
+            raise ImageUnavailable(f"image {self.config.images['postgres']} cannot be had: its build took over "
+                                   f"{self.build_timeout_s:.0f} s") from None
         for line in res.stdout.splitlines():
             if "cached" not in line and "done in" not in line:
                 self.log(f"containers: {line}")
@@ -229,8 +236,8 @@ class ContainerStack:
             s = self.stack
             return Target("containers", s.api_url, s.anon_key, s.service_role_key, s.superuser_dsn,
                           name=f"containers-{self.profile}")
-        official = getattr(self, "official", None)
-        if official is None:
+        o = self.official
+        if o is None:
             raise ContainersError("the containers target is not running")
-        return Target("containers", official["url"], official["anon_key"], official["service_role_key"],
-                      official["db_url"], name=f"containers-{self.profile}")
+        return Target("containers", o["url"], o["anon_key"], o["service_role_key"], o["db_url"],
+                      name=f"containers-{self.profile}")

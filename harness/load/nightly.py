@@ -24,7 +24,8 @@ TIMEOUT_S = 600.0  # the ci profile holds 20 s; the embedded stack starts in a f
 
 
 def nightly_profile(run_dir: Path, target: Any = None, quiet: bool = False, timeout_s: float = TIMEOUT_S) -> int:
-    """Run the ci load profile against ``target`` (a ``harness.targets.Target``; None: the embedded stack)."""
+    """Run the ci load profile against ``target`` (a ``harness.targets.Target``; None: the embedded stack;
+    ``"containers"``: the containers target, started by the profile)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
@@ -33,6 +34,8 @@ def nightly_profile(run_dir: Path, target: Any = None, quiet: bool = False, time
             "--html", str(run_dir / "locust.html"), "--csv", str(run_dir / "locust")]
     if target is None:
         argv += ["--target", "embedded"]
+    elif target == "containers":  # the containers target (its default profile), started by the profile itself
+        argv += ["--target", "containers"]
     else:
         argv += ["--target", "url"]
         env.update({"SUPABASE_URL": target.url, "SUPABASE_ANON_KEY": target.anon_key,

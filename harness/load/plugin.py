@@ -96,7 +96,7 @@ class Sidecar:
             self.env = {"error": f"the sidecar said {line.strip()[:200]!r}"}
         if "error" in self.env:
             self.stop()
-            raise Fatal(f"{self.env['error']} (see {log})", EXIT_UNREACHABLE)
+            raise Fatal(f"{self.env['error']} (see {log})", int(self.env.get("exit", EXIT_UNREACHABLE)))
 
     def fault(self, spec: str, seconds: float) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -193,8 +193,12 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # supabase-py's clients lo
 @events.init_command_line_parser.add_listener
 def _options(parser: Any, **_: Any) -> None:
     parser.add_argument("--target", default="embedded",
-                        help="embedded (the embedded stack, started for the run), url (SUPABASE_URL and keys, or "
+                        help="embedded (the embedded stack, started for the run), containers (a backend in Docker "
+                             "through testcontainers: --zora-container-profile), url (SUPABASE_URL and keys, or "
                              "--host), or an env file from `supabase status -o env`")
+    parser.add_argument("--zora-container-profile", default="embedded-in-container",
+                        choices=("embedded-in-container", "supabase-official"),
+                        help="with --target containers: the profile (harness/containers/images.toml)")
     parser.add_argument("--env-file", default="", help="SUPABASE_URL / keys / DB URL from this file (implies url)")
     parser.add_argument("--zora-criteria", default="", help="criteria file (default: fixtures/criteria.toml)")
     parser.add_argument("--zora-report-dir", default="reports", help="where the run directory goes")

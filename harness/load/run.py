@@ -44,9 +44,9 @@ def _target(opts: Any, c: Coordinator, report_root: Path) -> tuple[Target, str]:
     kind = str(opts.target or "embedded")
     host = str(getattr(opts, "host", "") or "")
     env_file = Path(opts.env_file) if opts.env_file else None
-    if kind not in ("embedded", "url"):
+    if kind not in ("embedded", "url", "containers"):
         if not Path(kind).is_file():
-            raise Fatal(f"--target {kind!r}: not embedded, url, or a readable env file", EXIT_USAGE)
+            raise Fatal(f"--target {kind!r}: not embedded, containers, url, or a readable env file", EXIT_USAGE)
         env_file = Path(kind)
     stress = opts.zora_profile == "stress"
     if kind == "embedded" and not host and env_file is None:
@@ -55,6 +55,16 @@ def _target(opts: Any, c: Coordinator, report_root: Path) -> tuple[Target, str]:
         c.sidecar = Sidecar(args + (["--proxy", "embedded"] if stress else []), report_root / "load-sidecar.log")
         e = c.sidecar.env
         t = Target("embedded", e["url"], e["anon_key"], e["service_role_key"], e.get("db_url"), name="embedded")
+    elif kind == "containers" and not host and env_file is None:
+        if opts.zora_delivery_delay_ms:
+            raise Fatal("--zora-delivery-delay-ms is a fault of the embedded stack: it needs --target embedded",
+                        EXIT_USAGE)
+        report_root.mkdir(parents=True, exist_ok=True)
+        args = ["--containers", str(opts.zora_container_profile)]
+        c.sidecar = Sidecar(args + (["--proxy", "embedded"] if stress else []), report_root / "load-sidecar.log")
+        e = c.sidecar.env
+        t = Target("containers", e["url"], e["anon_key"], e["service_role_key"], e.get("db_url"),
+                   name=str(e.get("name", "containers")))
     else:
         if opts.zora_delivery_delay_ms:
             raise Fatal("--zora-delivery-delay-ms is a fault of the embedded stack: it needs --target embedded",

@@ -4,7 +4,7 @@ Locust's processes run under gevent's monkey patching; the stack (uvicorn, async
 fault proxy (asyncio) must not, and the stack's own work would sit inside the load generator's measurements.
 So the master (or the only process) starts this module as a child::
 
-    python -m harness.load.sidecar [--embedded [--delivery-delay-ms N]] [--proxy URL]
+    python -m harness.load.sidecar [--embedded [--delivery-delay-ms N] | --containers PROFILE] [--proxy URL]
 
 It prints one JSON line (the target's URL and keys; ``proxy_url``: the realtime websocket through a
 ``FaultProxy`` when ``--proxy`` is given) and then reads JSON commands on stdin, one a line:
@@ -74,11 +74,12 @@ async def _serve(args: argparse.Namespace, env: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.load.sidecar")
     ap.add_argument("--embedded", action="store_true", help="start the embedded stack")
+    ap.add_argument("--containers", metavar="PROFILE", help="start the containers target with this profile")
     ap.add_argument("--delivery-delay-ms", type=int, default=0, help="negative control: hold every change this long")
     ap.add_argument("--proxy", help="a fault proxy in front of this API URL (the embedded stack's when --embedded)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(143))
-    stack = None
+    stack: Any = None
     env: dict[str, Any] = {}
     try:
         if args.embedded:
@@ -94,6 +95,26 @@ def main(argv: list[str] | None = None) -> int:
                    "db_url": stack.superuser_dsn}
             if args.proxy == "embedded":
                 args.proxy = stack.api_url
+        elif args.containers:
+            from harness.containers import ContainerStack, DockerUnavailable, ImageUnavailable
+
+            stack = ContainerStack(profile=args.containers, log=lambda line: print(line, file=sys.stderr, flush=True))
+            try:
+                stack.start()
+            except DockerUnavailable as e:
+                _say({"error": str(e), "exit": 5})
+                return 5
+            except ImageUnavailable as e:
+                _say({"error": str(e), "exit": 6})
+                return 6
+            except Exception as e:
+                _say({"error": f"containers target failed to start: {e}"})
+                return 3
+            t = stack.target()
+            env = {"url": t.url, "anon_key": t.anon_key, "service_role_key": t.service_role_key, "db_url": t.db_url,
+                   "name": t.name}
+            if args.proxy == "embedded":
+                args.proxy = t.url
         asyncio.run(_serve(args, env))
         return 0
     finally:
