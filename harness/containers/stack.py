@@ -87,6 +87,7 @@ class ContainerStack:
     official: dict[str, str] | None = field(default=None, repr=False)  # supabase-official: URL, keys, DB URL
     scratch: list[Path] = field(default_factory=list)  # host directories of the run (Kong's config), removed at stop
     _pg_password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
+    _docker_ok: bool = False  # a daemon answered: there may be something of the run to remove
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> ContainerStack:
@@ -94,6 +95,7 @@ class ContainerStack:
         self.config = load_profile(self.profile)
         if why := docker_answers():
             raise DockerUnavailable(why)
+        self._docker_ok = True
         self.log("containers: testcontainers' Ryuk is off (its image needs a registry); this run's containers "
                  f"are labelled org.zora.run={self.run} and removed by label at exit, by a reaper process if the "
                  "run is killed, and at the next start")
@@ -125,8 +127,13 @@ class ContainerStack:
         for d in self.scratch:
             shutil.rmtree(d, ignore_errors=True)
         self.scratch.clear()
+        if not self._docker_ok:
+            return
         try:
             remove_run(self.run, self.log)
+        except Exception as e:  # the daemon went away: the reaper and the next start's sweep remove what is left
+            self.log(f"containers: could not remove run {self.run}'s containers now ({type(e).__name__}); the next "
+                     "start removes them")
         finally:
             if self.reaper is not None:
                 self.reaper.stop()
