@@ -163,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--fault", action="append", default=[], metavar="SPEC",
                       help="one more fault for the resilience phase, repeatable: latency:MS[,jitter=MS][,dir=down|up], "
                            "bandwidth:BYTES_PER_S, limit:BYTES, down, reset, blackhole (each on every device's network "
-                           "for --fault-s), or restart_realtime[:S], restart_postgres, pause_postgres:S (embedded only)")
+                           "for --fault-s), or restart_realtime[:S], restart_postgres, pause_postgres:S (embedded only), "
+                           "or netem_blackhole, netem_loss:PERCENT, netem_delay:MS (packets, tc netem; containers only)")
     gate.add_argument("--fault-s", type=float, default=5.0, help="how long each --fault network fault lasts (1-600)")
     gate.add_argument("--seed", type=int, help="the seed of the random fault moments (default: a fresh one, printed "
                                                "and stored, so a run can be replayed)")
@@ -392,7 +393,7 @@ def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
 
 def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
     """The --fault specifications, checked before anything starts."""
-    from harness.faults import FaultSpecError, StackFault, parse_fault
+    from harness.faults import FaultSpecError, PacketFault, StackFault, parse_fault
 
     if not 1 <= args.fault_s <= 600:
         raise UsageError(f"--fault-s {args.fault_s:g}: must be from 1 to 600 seconds")
@@ -404,6 +405,9 @@ def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
             spec = parse_fault(text)
         except FaultSpecError as e:
             raise UsageError(f"--fault {text!r}: {e}") from e
+        if isinstance(spec, PacketFault) and target != "containers":
+            raise UsageError(f"--fault {text!r}: a packet fault (tc netem) needs --target containers (its link "
+                             "container has a network namespace of its own; on the host it would hit everything)")
         if isinstance(spec, StackFault) and target is not None:
             if target == "containers":
                 raise UsageError(f"--fault {text!r}: a fault of the stack itself needs --target embedded (the "
@@ -450,7 +454,10 @@ def _gate_containers(profile: str, criteria: Any, report_dir: Path, kw: dict[str
     def log(line: str) -> None:  # the cleanup promise and what was removed: printed even with --quiet
         print(f"zora-harness: {line}", file=sys.stderr)
 
-    cs = ContainerStack(profile=profile, log=log)
+    from harness.faults import PacketFault
+
+    cs = ContainerStack(profile=profile, log=log,
+                        with_netem=any(isinstance(f, PacketFault) for f in kw.get("extra_faults", ())))
     try:
         try:
             cs.start()
@@ -466,8 +473,8 @@ def _gate_containers(profile: str, criteria: Any, report_dir: Path, kw: dict[str
             print(f"zora-harness: containers target failed to start: {e}", file=sys.stderr)
             return EXIT_UNREACHABLE, None
         log(f"containers: {profile} ready in {cs.timings.get('ready', 0):.1f} s")
-        result = run_gate(cs.target(), criteria, report_dir, config={**kw.pop("config", {}),
-                                                                       "containers": _containers_config(cs)}, **kw)
+        result = run_gate(cs.target(), criteria, report_dir, stack=cs,
+                          config={**kw.pop("config", {}), "containers": _containers_config(cs)}, **kw)
     finally:
         cs.stop()
     _print_verdict(result.verdict, result.run_dir)

@@ -38,6 +38,9 @@ class DeviceNetwork:
         self.history = history
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or 80
+        if target.devices_via:  # the containers target's netem link: packet faults under every device network
+            host, _, port = target.devices_via.rpartition(":")
+            self.host, self.port = host, int(port)
         self.proxies: dict[str, FaultProxy] = {}
         self.inspect = False  # proxies that read WebSocket frames (for drop_frames: calibration only)
 
@@ -57,7 +60,11 @@ class DeviceNetwork:
 
     def url(self, device: str, url: str | None = None) -> str:
         """The target's URL (or one of its URLs) as the device reaches it: through its proxy."""
-        return self.proxy(device).url_for(url or self.target.url)
+        url = url or self.target.url
+        if self.target.devices_via:  # the proxy's upstream is the netem link, which leads to the target
+            u = urlsplit(url)
+            url = u._replace(netloc=self.target.devices_via).geturl()
+        return self.proxy(device).url_for(url)
 
     def _pick(self, devices: Iterable[str] | None) -> list[FaultProxy]:
         return list(self.proxies.values()) if devices is None else [self.proxy(d) for d in devices]

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from harness.faults import Blackhole, FaultSpec, Reset, StackFault, format_fault, inject
+from harness.faults import Blackhole, FaultSpec, FaultTargetError, PacketFault, Reset, StackFault, format_fault, inject
 from harness.flows import cart_sync, messages, order_flow, product_update, profile_updates, status_update
 from harness.probes import Probe
 from harness.records import Note, ProbeInfo, ProbeSet, SubInfo
@@ -107,6 +107,16 @@ async def one_fault(lc: Lifecycle, spec: FaultSpec, wait: float) -> None:
         await asyncio.sleep(0)  # its start is recorded, and the fault begun, before the first write of the round
         await lc.flows(ROW_FLOWS, 1, label=f"during {label}: ")
         await injected
+    elif isinstance(spec, PacketFault):  # tc netem on the containers target's link, under every device network
+        link = getattr(lc.stack, "netem", None)
+        if link is None:
+            raise FaultTargetError(f"{label} needs the containers target's netem link (--target containers)")
+        await asyncio.to_thread(link.apply, spec, lc.run.history, list(lc.network.proxies))
+        try:
+            await lc.flows(ROW_FLOWS, 1, label=f"during {label}: ")
+            await asyncio.sleep(max(0.0, lc.fault_s - (clock.now() - t0) / 1e9))
+        finally:
+            await asyncio.to_thread(link.clear, lc.run.history)
     else:
         applied = await lc.network.apply(spec)
         await lc.flows(ROW_FLOWS, 1, label=f"during {label}: ")

@@ -1,6 +1,8 @@
 """What the harness runs against: the embedded stack, or any Supabase given by URL and keys.
 
 * ``embedded`` (default): started and stopped by the harness; allows every fault.
+* ``containers``: started by ``harness.containers`` in Docker (testcontainers); network faults, and packet faults
+  through its netem link.
 * ``url``: ``SUPABASE_URL`` + ``SUPABASE_ANON_KEY`` + ``SUPABASE_SERVICE_ROLE_KEY`` (and optionally
   ``SUPABASE_DB_URL``), taken from flags, else from an env file (``--env-file``: the output of
   ``supabase status -o env``, with its API_URL / ANON_KEY / SERVICE_ROLE_KEY / DB_URL names, or the
@@ -54,12 +56,13 @@ class TargetError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # embedded | url
+    kind: str  # embedded | containers | url
     url: str
     anon_key: str = field(repr=False)
     service_role_key: str = field(repr=False)
     db_url: str | None = field(default=None, repr=False)
     name: str = ""
+    devices_via: str = ""  # host:port the device networks reach the target through (the containers netem link)
 
     @property
     def host(self) -> str:

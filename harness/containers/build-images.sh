@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the containers target's local images from Debian packages, with no image registry:
 #   1. base:     debootstrap (minbase, bookworm) -> `docker import`
-#   2. postgres: the base + postgresql-15, postgresql-15-wal2json, iproute2 (tc netem) and socat (the netem
-#                link's relays), installed by apt-get
+#   2. postgres: the base + postgresql-15, postgresql-15-wal2json, iproute2 (tc netem), nftables (packet drops
+#                where the kernel has no netem) and socat (the netem link's relays), installed by apt-get
 #                in a container on host networking, then `docker commit`, with an entrypoint that makes a
 #                throwaway cluster on 127.0.0.1 and runs PostgreSQL in the foreground.
 # Cached: an image whose tag exists with this recipe's hash (label org.zora.recipe) is not built again;
@@ -71,9 +71,9 @@ else
     [ -f "$f" ] && docker cp "$f" "$cid:$f"
   done
   docker cp "$HERE/pg-entrypoint.sh" "$cid:/usr/local/bin/zora-pg-entrypoint"
-  echo "build-images: apt-get install postgresql-15 postgresql-15-wal2json iproute2 socat in $name"
+  echo "build-images: apt-get install postgresql-15 postgresql-15-wal2json iproute2 socat nftables in $name"
   docker exec -e DEBIAN_FRONTEND=noninteractive "$cid" sh -c '
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-15-wal2json iproute2 socat >/dev/null \
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-15-wal2json iproute2 socat nftables >/dev/null \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && chmod 755 /usr/local/bin/zora-pg-entrypoint \
     && pg_dropcluster --stop 15 main' >/tmp/zora-build-$$.log 2>&1 \

@@ -78,6 +78,8 @@ class ContainerStack:
     log: Callable[[str], None] = lambda s: None
     build_timeout_s: float = 900.0
     realtime_mode: str = "streaming"
+    netem: Any = None  # with_netem: the NetemLink the device networks cross (packet faults)
+    with_netem: bool = False
     config: Profile | None = None
     stack: Any = None  # the EmbeddedStack attached to the container's PostgreSQL
     containers: list[Any] = field(default_factory=list)
@@ -108,6 +110,13 @@ class ContainerStack:
                 self._start_embedded_in_container()
             else:
                 self._start_official()
+            if self.with_netem:
+                from harness.containers.netem import NetemLink
+
+                t = self.target()
+                self.netem = NetemLink(self, t.host, int(t.url.rsplit(":", 1)[1])).start()
+                self.log(f"containers: device networks cross the netem link (container zora-{self.run}-netem, "
+                         f"its own network namespace) at 127.0.0.1:{self.netem.port}")
         except BaseException:
             self.stop()
             raise
@@ -115,6 +124,9 @@ class ContainerStack:
         return self
 
     def stop(self) -> None:
+        if self.netem is not None:
+            self.netem.stop()
+            self.netem = None
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
@@ -152,8 +164,9 @@ class ContainerStack:
         assert self.config is not None
         client = docker.from_env(timeout=60)
         try:
-            if self.config.built_here:
+            if self.config.built_here or self.with_netem:  # the netem link runs in the local image too
                 self._build_local()
+            if self.config.built_here:
                 return
             for name, image in self.config.images.items():
                 try:
@@ -171,18 +184,23 @@ class ContainerStack:
         finally:
             client.close()
 
+    @property
+    def local_image(self) -> str:
+        """The locally built PostgreSQL image (PostgreSQL, iproute2, socat): the netem link's image too."""
+        return load_profile("embedded-in-container").images["postgres"]
+
     def _build_local(self) -> None:
         """``build-images.sh``: a no-op when the images exist with this recipe, a build of minutes otherwise."""
-        assert self.config is not None
+        local = load_profile("embedded-in-container")
         if shutil.which("bash") is None:
             raise ImageUnavailable("bash is needed to build the local images")
         t0 = time.perf_counter()
         try:
-            res = subprocess.run(["bash", str(BUILD_SCRIPT), self.config.images.get("base", "zora/debian-base:bookworm"),
-                                  self.config.images["postgres"]], capture_output=True, text=True,
+            res = subprocess.run(["bash", str(BUILD_SCRIPT), local.images.get("base", "zora/debian-base:bookworm"),
+                                  local.images["postgres"]], capture_output=True, text=True,
                                  timeout=self.build_timeout_s)
         except subprocess.TimeoutExpired:
-            raise ImageUnavailable(f"image {self.config.images['postgres']} cannot be had: its build took over "
+            raise ImageUnavailable(f"image {local.images['postgres']} cannot be had: its build took over "
                                    f"{self.build_timeout_s:.0f} s") from None
         for line in res.stdout.splitlines():
             if "cached" not in line and "done in" not in line:
@@ -191,14 +209,15 @@ class ContainerStack:
             raise DockerUnavailable(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "no Docker daemon")
         if res.returncode != 0:
             last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
-            raise ImageUnavailable(f"image {self.config.images['postgres']} cannot be had: {last}")
+            raise ImageUnavailable(f"image {local.images['postgres']} cannot be had: {last}")
         self.timings["build"] = time.perf_counter() - t0
 
     # -- embedded-in-container ---------------------------------------------------------------------
     def _container(self, image: str, **kw: Any) -> Any:
         from testcontainers.core.container import DockerContainer
 
-        return DockerContainer(image, network_mode="host", labels=labels(self.run), **kw)
+        kw.setdefault("network_mode", "host")  # host networking, never Docker's default bridge
+        return DockerContainer(image, labels=labels(self.run), **kw)
 
     def start_postgres(self, timeout: float = 60.0) -> str:
         """The profile's PostgreSQL on 127.0.0.1 and a free port; its superuser DSN (password via the env)."""
@@ -239,12 +258,13 @@ class ContainerStack:
     def target(self) -> Any:
         from harness.targets import Target
 
+        via = f"127.0.0.1:{self.netem.port}" if self.netem is not None and self.netem.port else ""
         if self.stack is not None:
             s = self.stack
             return Target("containers", s.api_url, s.anon_key, s.service_role_key, s.superuser_dsn,
-                          name=f"containers-{self.profile}")
+                          name=f"containers-{self.profile}", devices_via=via)
         o = self.official
         if o is None:
             raise ContainersError("the containers target is not running")
         return Target("containers", o["url"], o["anon_key"], o["service_role_key"], o["db_url"],
-                      name=f"containers-{self.profile}")
+                      name=f"containers-{self.profile}", devices_via=via)

@@ -34,6 +34,7 @@ __all__ = [
     "FaultSpecError",
     "Latency",
     "LimitData",
+    "PacketFault",
     "ProxyFault",
     "Reset",
     "StackFault",
@@ -182,8 +183,43 @@ class StackFault:
         return {"seconds": self.seconds}
 
 
+@dataclass(frozen=True)
+class PacketFault:
+    """A packet-level fault of ``tc netem`` on the containers target's link (``harness/containers/netem.py``):
+    ``blackhole`` (every packet dropped), ``loss`` (``value`` % of packets), ``delay`` (``value`` ms each way).
+    Recorded under the same names as the proxy's (a black hole is a black hole), with ``layer: packet``."""
+
+    kind: str
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("blackhole", "loss", "delay"):
+            raise FaultSpecError(f"packet fault: kind must be blackhole, loss or delay, not {self.kind!r}")
+        if self.kind == "loss" and not 0 < self.value <= 100:
+            raise FaultSpecError("netem_loss: a percentage above 0 and at most 100")
+        if self.kind == "delay" and not 0 < self.value <= 60_000:
+            raise FaultSpecError("netem_delay: milliseconds above 0 and at most 60000")
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def cli(self) -> str:
+        return f"netem_{self.kind}" + (f":{_text(self.value)}" if self.kind != "blackhole" else "")
+
+    def params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"layer": "packet", "via": "tc netem"}
+        if self.kind == "loss":
+            p["percent"] = self.value
+        elif self.kind == "delay":
+            p["ms"] = self.value
+        return p
+
+
+
 ProxyFault = Reset | Blackhole | Latency | Bandwidth | LimitData | Down | DropFrames
-FaultSpec = ProxyFault | StackFault
+FaultSpec = ProxyFault | StackFault | PacketFault
 
 
 # -- the command line's text ------------------------------------------------------------------------
@@ -202,6 +238,7 @@ _SYNTAX: dict[str, tuple[str, str | None, dict[str, str]]] = {
     "pause_postgres": ("pause_postgres", "seconds", {"seconds": "seconds"}),
 }
 _ALIASES = {"limit_data": "limit", "drop_frames": "drop"}
+_PACKET = {"netem_blackhole": "blackhole", "netem_loss": "loss", "netem_delay": "delay"}
 _PROXY: dict[str, type[_Spec]] = {c.name: c for c in (Reset, Blackhole, Latency, Bandwidth, LimitData, Down, DropFrames)}
 _INTEGER = {"bytes_per_s", "bytes", "count", "seed"}
 _TEXT = {"direction", "contains"}
@@ -223,12 +260,22 @@ def parse_fault(text: str) -> FaultSpec:
 
     Names: reset, blackhole, down, latency:MS, bandwidth:BYTES_PER_S, limit:BYTES, drop:TEXT,count=N
     (keys dir= for the last three as for latency, jitter= and seed= for latency), restart_realtime[:S],
-    restart_postgres, pause_postgres:S.
+    restart_postgres, pause_postgres:S; on the containers target's netem link netem_blackhole,
+    netem_loss:PERCENT, netem_delay:MS.
     """
     head, _, rest = text.strip().partition(":")
+    if head.strip() in _PACKET:
+        kind = _PACKET[head.strip()]
+        if (kind == "blackhole") != (not rest.strip()):
+            raise FaultSpecError(f"{head.strip()}: " + ("takes no value" if kind == "blackhole" else "needs a value"))
+        try:
+            value = float(rest.strip()) if rest.strip() else 0.0
+        except ValueError:
+            raise FaultSpecError(f"{head.strip()}: the value must be a number, not {rest.strip()!r}") from None
+        return PacketFault(kind, value)
     cli = _ALIASES.get(head.strip(), head.strip())
     if cli not in _SYNTAX:
-        raise FaultSpecError(f"unknown fault {head.strip()!r} (known: {', '.join(_SYNTAX)})")
+        raise FaultSpecError(f"unknown fault {head.strip()!r} (known: {', '.join([*_SYNTAX, *_PACKET])})")
     name, positional, keys = _SYNTAX[cli]
     values: dict[str, object] = {}
     items = [p.strip() for p in rest.split(",")] if rest.strip() else []
@@ -259,6 +306,8 @@ def parse_fault(text: str) -> FaultSpec:
 def format_fault(spec: FaultSpec) -> str:
     """The text ``parse_fault`` reads back into an equal spec (for logs and config); a ``drop`` text with a
     comma or '=' cannot be written so (``FaultSpecError``)."""
+    if isinstance(spec, PacketFault):
+        return spec.cli
     if isinstance(spec, DropFrames) and ("," in spec.contains or "=" in spec.contains
                                          or spec.contains != spec.contains.strip()):
         raise FaultSpecError(f"drop_frames: the command line cannot carry {spec.contains!r} (a comma, '=' or"
