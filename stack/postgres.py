@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL 15 cluster, or an existing one given by DSN.
 
-Why by hand: testcontainers needs a Docker engine, which these machines do not
-have; pytest-postgresql and friends do not set up logical decoding or run as the
-``postgres`` system user when we are root. What this module guarantees:
+Why by hand: the embedded stack must start without Docker (testcontainers needs an
+engine; ``--target containers``, ``harness/containers/``, is the Docker path); pytest-postgresql
+and friends do not set up logical decoding or run as the ``postgres`` system user when we are
+root. What this module guarantees:
 
 * the cluster listens on 127.0.0.1 only, on a free port, with ``wal_level=logical``;
 * readiness is checked (a real connection and query), never slept for;

@@ -53,7 +53,7 @@ def nft_script(spec: PacketFault) -> str:
     """The nftables rules that drop the fault's packets on the link's loopback (no netem in the kernel)."""
     if spec.kind == "delay":
         raise FaultTargetError("netem_delay: this kernel has no tc netem (sch_netem), and nftables cannot delay")
-    rule = "drop" if spec.kind == "blackhole" else f"numgen random mod 100 < {round(spec.value)} drop"
+    rule = "drop" if spec.kind == "blackhole" else f"numgen random mod 100 lt {round(spec.value)} drop"
     return (f"nft add table inet {_NFT_TABLE} && nft add chain inet {_NFT_TABLE} out "
             f"'{{ type filter hook output priority 0 ; }}' && nft add rule inet {_NFT_TABLE} out {rule}")
 

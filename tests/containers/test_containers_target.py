@@ -190,3 +190,37 @@ def test_the_next_start_sweeps_what_a_dead_run_left() -> None:
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
         client.close()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--fault", "netem_blackhole"], "needs --target containers"),
+    (["--target", "containers", "--fault", "restart_postgres"], "needs --target embedded"),
+    (["--target", "containers", "--url", "http://127.0.0.1:1"], "drop --target containers"),
+    (["--target", "containers", "--container-profile", "nope"], "invalid choice"),
+])
+def test_containers_usage_errors_are_one_line_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
+    gate = [a for a in GATE if a != "--no-faults"]
+    r = subprocess.run([*CLI, *gate, *args, "--report-dir", str(tmp_path)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_locust_against_containers_is_go_and_leaves_nothing(tmp_path: Path) -> None:
+    from tests.load.locust_support import locust_cmd, processes, results, start
+
+    log = tmp_path / "locust.log"
+    with processes() as procs:
+        p = start(procs, locust_cmd("--headless", "-u", "9", "-r", "9", "-t", "8s", "--only-summary", "--target",
+                                    "containers", "--zora-report-dir", str(tmp_path / "reports"), "--zora-rate", "2",
+                                    "--zora-vendors", "1"), log)
+        code = p.wait(240)
+    out = log.read_text()
+    assert code == 0, out[-3000:]
+    res, load = results(tmp_path / "reports")
+    assert res["verdict"] == "GO" and res["target"]["kind"] == "containers"
+    assert load["completeness"]["delivered"] == load["completeness"]["expected"] > 0
+    label = next(line.split("org.zora.run=")[1].split()[0] for line in out.splitlines() if "org.zora.run=" in line)
+    assert _left(label) == []

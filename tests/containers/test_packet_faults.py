@@ -88,3 +88,34 @@ def test_a_packet_black_hole_gives_the_proxy_black_holes_regime(linked: Containe
         res = check_reconnection(a.recoveries(), "blackhole", "rejoined", line.statistic, line.max_ms)
         regimes[text] = (res.valid, sorted({r.probe for r in recs}))
     assert regimes["netem_blackhole"] == regimes["blackhole"]  # same verdict, same probes reached
+
+
+class _Records:
+    closed = False
+
+    def __init__(self) -> None:
+        self.records: list[Fault] = []
+
+    def append(self, rec: Fault) -> int:
+        self.records.append(rec)
+        return len(self.records)
+
+
+@pytest.mark.docker
+def test_loss_and_delay_on_the_link_are_recorded_or_refused_with_the_reason(linked: ContainerStack) -> None:
+    from harness.faults import FaultTargetError
+
+    link = linked.netem
+    assert link is not None
+    h = _Records()
+    link.apply(PacketFault("loss", 30), h, ["net:a", "net:b"])
+    link.clear(h)
+    assert [(r.phase, r.target) for r in h.records] == [("start", "net:a"), ("start", "net:b"), ("end", "net:a"),
+                                                        ("end", "net:b")]
+    assert h.records[0].params["percent"] == 30 and h.records[0].params["layer"] == "packet"
+    if link.has_netem:
+        link.apply(PacketFault("delay", 50), h, ["net:a"])
+        link.clear(h)
+    else:  # this kernel: no sch_netem; nftables drops but cannot delay
+        with pytest.raises(FaultTargetError, match="no tc netem"):
+            link.apply(PacketFault("delay", 50), h, ["net:a"])
