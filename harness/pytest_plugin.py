@@ -130,7 +130,8 @@ def zora_target(request: pytest.FixtureRequest) -> Iterator[Target]:
         elif Path(kind).is_file():
             target = from_env(env_file=Path(kind))
         else:
-            pytest.exit(f"zora: --target {kind!r} is not embedded, url, or a readable env file; {HOW}", returncode=2)
+            pytest.exit(f"zora: --target {kind!r} is not embedded, containers, url, or a readable env file; {HOW}",
+                        returncode=2)
         pf = preflight(target)
     except (TargetError, TargetRefused) as e:
         pytest.exit(f"zora: {e}; {HOW}", returncode=2)

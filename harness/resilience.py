@@ -144,7 +144,8 @@ async def churn(lc: Lifecycle, probes: int = 100, resets: int = 4, seconds: floa
     lc.run.history.append(ProbeSet(probes=tuple(infos)))
     await asyncio.sleep(settle_s)  # the last round's events arrive before the churn's joins start
     target = lc.run.target
-    group = [Probe(lc.run, i, token, url=proxy.url_for(target.realtime_url), rest_url=proxy.url_for(target.url))
+    net = lc.network
+    group = [Probe(lc.run, i, token, url=net.url("churn", target.realtime_url), rest_url=net.url("churn", target.url))
              for i in infos]
     lc.stage(f"churn: {probes} probes joining")
     try:

@@ -146,7 +146,7 @@ def test_artificial_delay_above_budget(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["gate", "--target", "nowhere"], 2, "not embedded, url, or a readable env file"),
+        (["gate", "--target", "nowhere"], 2, "not embedded, containers, url, or a readable env file"),
         (["gate", "--target", "url", "--url", "http://127.0.0.1:1", "--anon-key", ANON, "--service-key", SERVICE],
          3, "unreachable"),
         # URL and key flags imply --target url: never silently ignored in favour of the embedded stack
