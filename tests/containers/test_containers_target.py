@@ -222,5 +222,6 @@ def test_locust_against_containers_is_go_and_leaves_nothing(tmp_path: Path) -> N
     res, load = results(tmp_path / "reports")
     assert res["verdict"] == "GO" and res["target"]["kind"] == "containers"
     assert load["completeness"]["delivered"] == load["completeness"]["expected"] > 0
-    label = next(line.split("org.zora.run=")[1].split()[0] for line in out.splitlines() if "org.zora.run=" in line)
+    sidecar = (tmp_path / "reports" / "load-sidecar.log").read_text()  # the stack's side of the run: its log
+    label = next(line.split("org.zora.run=")[1].split()[0] for line in sidecar.splitlines() if "org.zora.run=" in line)
     assert _left(label) == []
