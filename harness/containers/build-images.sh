@@ -62,10 +62,14 @@ if cached "$PG_TAG" "$PG_RECIPE"; then
 else
   name="zora-build-$$"
   cid=""
+  # a build container left by a build that was killed (its pid, in its name, is gone): removed first
+  for left in $(docker ps -a --format '{{.Names}}' | grep -E '^zora-build-[0-9]+$' || true); do
+    [ -d "/proc/${left#zora-build-}" ] || { docker rm -f "$left" >/dev/null 2>&1 && echo "build-images: removed $left (its build is gone)"; }
+  done
   cleanup() { [ -n "$cid" ] && docker rm -f "$cid" >/dev/null 2>&1 || true; }
   trap cleanup EXIT
   # the host's apt sources, so the container uses the same mirror
-  cid="$(docker create --name "$name" --network host --label org.zora.build=1 "$BASE_TAG" sleep infinity)"
+  cid="$(docker create --name "$name" --network host "$BASE_TAG" sleep infinity)"
   docker start "$cid" >/dev/null
   for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
     [ -f "$f" ] && docker cp "$f" "$cid:$f"
