@@ -37,6 +37,19 @@ def test_packet_faults_parse_format_and_refuse_bad_values() -> None:
             parse_fault(bad)
 
 
+def test_the_link_commands_touch_only_its_own_loopback() -> None:
+    from harness.containers.netem import netem_args, nft_script
+    from harness.faults import FaultTargetError
+
+    assert netem_args(PacketFault("blackhole")) == ["tc", "qdisc", "replace", "dev", "lo", "root", "netem", "loss",
+                                                    "100%"]
+    assert netem_args(PacketFault("delay", 200))[-2:] == ["delay", "200ms"]
+    assert nft_script(PacketFault("blackhole")).endswith("out drop")
+    assert "numgen random mod 100 lt 30 drop" in nft_script(PacketFault("loss", 30))
+    with pytest.raises(FaultTargetError, match="cannot delay"):
+        nft_script(PacketFault("delay", 10))
+
+
 @pytest.fixture(scope="module")
 def linked() -> Iterator[ContainerStack]:
     with ContainerStack(with_netem=True) as cs:
