@@ -89,4 +89,6 @@ else
     "$cid" "$PG_TAG" >/dev/null || die 6 "docker commit failed: cannot build $PG_TAG"
   echo "build-images: $PG_TAG committed ($(( $(date +%s) - t1 )) s)"
 fi
+# the images these replaced (untagged now, ours by their label) would pile up at half a gigabyte each
+docker image prune -f --filter "label=$LABEL" >/dev/null 2>&1 || true
 echo "build-images: done in $(( $(date +%s) - t0 )) s"
