@@ -7,25 +7,19 @@ import os
 
 import pytest
 
+_why: list[str | None] = []  # asked once per session
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    marked = [i for i in items if i.get_closest_marker("docker")]
-    if not marked:
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not item.get_closest_marker("docker"):
         return
-    from harness.containers import docker_answers
+    if not _why:
+        from harness.containers import docker_answers
 
-    why = docker_answers()
+        _why.append(docker_answers())
+    why = _why[0]
     if why is None:
         return
-    for item in marked:
-        if os.environ.get("CI"):
-            item.add_marker(pytest.mark.usefixtures("_docker_required_in_ci"))
-        else:
-            item.add_marker(pytest.mark.skip(reason=f"{why} (CI starts one: bash .ci/dockerd)"))
-
-
-@pytest.fixture
-def _docker_required_in_ci() -> None:
-    from harness.containers import docker_answers
-
-    pytest.fail(f"CI must run the containers tests: {docker_answers()}")
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the containers tests: {why}", pytrace=False)
+    pytest.skip(f"{why} (CI starts one: bash .ci/dockerd)")
