@@ -63,6 +63,21 @@ def docker_answers(timeout: float = 5.0) -> str | None:
     return None
 
 
+def _host_container_class() -> Any:
+    """testcontainers' ``DockerContainer`` for host networking: a container port *is* the host's port on
+    127.0.0.1 (there is no mapping to look up), so port-based wait strategies (``HttpWaitStrategy``) work."""
+    from testcontainers.core.container import DockerContainer
+
+    class HostNetworkContainer(DockerContainer):
+        def get_container_host_ip(self) -> str:
+            return "127.0.0.1" if self._kwargs.get("network_mode") == "host" else str(super().get_container_host_ip())
+
+        def get_exposed_port(self, port: int) -> int:
+            return int(port) if self._kwargs.get("network_mode") == "host" else int(super().get_exposed_port(port))
+
+    return HostNetworkContainer
+
+
 def _free_port() -> int:
     from stack.postgres import free_port
 
@@ -214,10 +229,8 @@ class ContainerStack:
 
     # -- embedded-in-container ---------------------------------------------------------------------
     def _container(self, image: str, **kw: Any) -> Any:
-        from testcontainers.core.container import DockerContainer
-
         kw.setdefault("network_mode", "host")  # host networking, never Docker's default bridge
-        return DockerContainer(image, labels=labels(self.run), **kw)
+        return _host_container_class()(image, labels=labels(self.run), **kw)
 
     def start_postgres(self, timeout: float = 60.0) -> str:
         """The profile's PostgreSQL on 127.0.0.1 and a free port; its superuser DSN (password via the env)."""

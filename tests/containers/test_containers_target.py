@@ -225,3 +225,28 @@ def test_locust_against_containers_is_go_and_leaves_nothing(tmp_path: Path) -> N
     sidecar = (tmp_path / "reports" / "load-sidecar.log").read_text()  # the stack's side of the run: its log
     label = next(line.split("org.zora.run=")[1].split()[0] for line in sidecar.splitlines() if "org.zora.run=" in line)
     assert _left(label) == []
+
+
+@pytest.mark.docker
+def test_an_http_wait_strategy_works_on_host_networking() -> None:
+    """What the supabase-official profile's services wait on (their HTTP health), checked with the local image:
+    with host networking a container's port is the host's, and testcontainers' HttpWaitStrategy must find it."""
+    from testcontainers.core.wait_strategies import HttpWaitStrategy
+
+    from harness.containers import ContainerStack
+    from stack.postgres import free_port
+
+    cs = ContainerStack()
+    port = free_port()
+    script = (r"printf 'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok' > /tmp/reply && "
+              f"exec socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr EXEC:'cat /tmp/reply'")
+    c = cs._container(cs.local_image, entrypoint=["sh", "-c", script])
+    c.waiting_for(HttpWaitStrategy(port, "/health").for_status_code(200).with_startup_timeout(30))
+    try:
+        c.start()
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).text == "ok"
+    finally:
+        c.stop()
+    assert _left(cs.run) == []
