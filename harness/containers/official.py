@@ -5,6 +5,7 @@ exit 6). Every service runs with host networking on 127.0.0.1 and a port of its 
 ``images.toml``, 0 = free): PostgreSQL (``supabase/postgres``, which carries the Supabase roles and schemas),
 GoTrue, PostgREST, Realtime, and Kong routing ``/auth/v1``, ``/rest/v1`` and ``/realtime/v1`` as the hosted
 API gateway does. The Zora migrations are applied as the superuser; keys are signed with a fresh JWT secret.
+Order: PostgreSQL, GoTrue (it migrates the auth schema), the Zora migrations, PostgREST, Realtime, Kong.
 Readiness: each container's wait strategy (PostgreSQL's log line, an HTTP answer from every service).
 
 NOT RUN HERE: no registry is reachable from the machines this was written on, so this wiring follows the CLI's
@@ -37,6 +38,8 @@ def _kong_config(gotrue: int, postgrest: int, realtime: int) -> str:
 
     rt = svc("realtime", realtime, "/realtime/v1/")
     rt["url"] = f"http://127.0.0.1:{realtime}/socket/"
+    # Realtime picks its tenant from the Host header's first label; SEED_SELF_HOST seeds "realtime-dev"
+    rt["plugins"] = [{"name": "request-transformer", "config": {"replace": {"headers": ["Host:realtime-dev"]}}}]
     return json.dumps({"_format_version": "2.1", "services": [
         svc("auth", gotrue, "/auth/v1/"), svc("rest", postgrest, "/rest/v1/"), rt]})
 
@@ -69,10 +72,6 @@ def start_official(cs: Any) -> None:
         command=f"postgres -c config_file=/etc/postgresql/postgresql.conf -c port={ports['postgres']} "
                 "-c listen_addresses=127.0.0.1")
     db = f"postgresql://supabase_admin:{pw}@127.0.0.1:{ports['postgres']}/postgres"
-    import psycopg
-
-    with psycopg.connect(db, autocommit=True, connect_timeout=10) as conn:
-        apply_migrations(conn, [FIXTURES / "migrations"])
     api = f"http://127.0.0.1:{ports['api']}"
     run("auth", img["gotrue"], {
         "GOTRUE_API_HOST": "127.0.0.1", "PORT": str(ports["gotrue"]), "API_EXTERNAL_URL": api,
@@ -83,6 +82,12 @@ def start_official(cs: Any) -> None:
         "GOTRUE_JWT_DEFAULT_GROUP_NAME": "authenticated", "GOTRUE_EXTERNAL_EMAIL_ENABLED": "true",
         "GOTRUE_MAILER_AUTOCONFIRM": "true", "GOTRUE_DISABLE_SIGNUP": "false"},
         HttpWaitStrategy(ports["gotrue"], "/health").for_status_code(200))
+    # GoTrue has migrated the auth schema by now (its health answers after its migrations): the Zora schema,
+    # which references auth.users, goes in before PostgREST reads its schema cache and Realtime its publication
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True, connect_timeout=10) as conn:
+        apply_migrations(conn, [FIXTURES / "migrations"])
     run("rest", img["postgrest"], {
         "PGRST_DB_URI": f"postgresql://authenticator:{pw}@127.0.0.1:{ports['postgres']}/postgres",
         "PGRST_DB_SCHEMAS": "public", "PGRST_DB_ANON_ROLE": "anon", "PGRST_JWT_SECRET": secret,
