@@ -238,8 +238,12 @@ def test_an_http_wait_strategy_works_on_host_networking() -> None:
 
     cs = ContainerStack()
     port = free_port()
-    script = (r"printf 'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok' > /tmp/reply && "
-              f"exec socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr EXEC:'cat /tmp/reply'")
+    # reads the request to its blank line before answering (closing on an unread request would be a reset)
+    script = ("cat > /tmp/respond <<'X'\n"
+              "while read -r line; do case \"$line\" in \"$(printf '\\r')\"|'') break;; esac; done\n"
+              "printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok'\n"
+              "X\n"
+              f"exec socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr EXEC:'sh /tmp/respond'")
     c = cs._container(cs.local_image, entrypoint=["sh", "-c", script])
     c.waiting_for(HttpWaitStrategy(port, "/health").for_status_code(200).with_startup_timeout(30))
     try:
