@@ -125,7 +125,7 @@ class NetemLink:
             for s in self._servers:
                 s.close()
 
-        if self._thread.is_alive():
+        if self._thread.is_alive():  # (never started: nothing to stop but the directory)
             with contextlib.suppress(Exception):
                 self._run(close())
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -129,7 +129,8 @@ class ContainerStack:
                 from harness.containers.netem import NetemLink
 
                 t = self.target()
-                self.netem = NetemLink(self, t.host, int(t.url.rsplit(":", 1)[1])).start()
+                self.netem = NetemLink(self, t.host, int(t.url.rsplit(":", 1)[1]))  # stop() removes it if start fails
+                self.netem.start()
                 self.log(f"containers: device networks cross the netem link (container zora-{self.run}-netem, "
                          f"its own network namespace) at 127.0.0.1:{self.netem.port}")
         except BaseException:
