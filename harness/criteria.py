@@ -363,7 +363,8 @@ def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criteri
     kind = str(target.get("kind", "url"))
     hint = f"`zora-harness clean --run-id {run_id} --target {kind if kind != 'embedded' else 'url'} ...`"
     lines = _run_lines(a, hint)
-    deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*"}
+    # an event's deadline is its protocol criterion's (a browser criterion judges the screen, not the delivery)
+    deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*" and c.probes == "protocol"}
     base = evidence.completeness if evidence is not None else run_checker("completeness", completeness, a, deadlines)
     ran = evidence.ran if evidence is not None else a.run.flows_ran
     plan = a.run.plan

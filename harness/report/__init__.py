@@ -14,6 +14,7 @@ Pure: nothing here imports the runtime (no HTTP client, no database driver, no s
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     deadlines = {ln.criterion.events: ln.criterion.max_ms for ln in v.lines
-                 if ln.criterion.kind == "latency" and ln.criterion.events != "*"}
+                 if ln.criterion.kind == "latency" and ln.criterion.events != "*" and ln.criterion.probes == "protocol"}
     f = frames_mod.build(a, deadlines)
     timings["frames"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -75,7 +76,8 @@ def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, 
     files = [n for n in RUN_FILES if (here / n).exists() and n != out.name] + (["charts/"] if charts_dir else [])
     page = html_mod.render(v, f, charts, environment=_json(run_dir / "environment.json"),
                            config=_json(run_dir / "config.json"), titles=_titles(run_dir),
-                           stored_verdict=stored_verdict, files=files)
+                           stored_verdict=stored_verdict, files=files,
+                           screenshots=[os.path.relpath(p, here) for p in sorted((run_dir / "screenshots").glob("*.png"))])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

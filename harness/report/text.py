@@ -106,7 +106,7 @@ def markdown_summary(v: Verdict, *, where: str = "", notes: Sequence[str] = (), 
         out += ["", "### Why not GO", ""]
         out += [f"- **{ln.criterion.id}**: {_md(ln.result.summary)}" for ln in failing]
     f = v.flavours
-    rows = [(name, f[name]) for name in ("ours", "supabase-js") if f.get(name) and "p99" in f[name]]
+    rows = [(name, f[name]) for name in ("ours", "supabase-js", "browser") if f.get(name) and "p99" in f[name]]
     if rows:
         out += ["", "| probes | delivered live | p50 | p99 |", "|---|---|---|---|"]
         out += [f"| {name} | {fl['delivered']}/{fl['expected']} | {fmt(fl['p50'])} ms | {fmt(fl['p99'])} ms |"

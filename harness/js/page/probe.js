@@ -40,7 +40,7 @@
   new MutationObserver((muts) => {
     const t = now()
     for (const m of muts) {
-      const nodes = m.type === 'childList' ? [...m.addedNodes] : [m.target.nodeType === 1 ? m.target : m.target.parentElement]
+      const nodes = [m.target, m.target.parentElement, ...m.addedNodes]
       for (const n of nodes) {
         const line = pending.get(n)
         if (!line || line.screen !== undefined) continue
