@@ -36,6 +36,7 @@ __all__ = ["CHROMIUM", "NICE", "BrowserProbes", "browser_unavailable", "tab_name
 
 CHROMIUM = Path("/usr/bin/chromium")
 NICE = 10  # the driver's and Chromium's niceness: the protocol probes keep the CPU when both want it
+SETPRIV = "/usr/bin/setpriv"  # util-linux: drops CAP_SYS_NICE, so no Chromium process can lower its niceness
 STATES = ("Live", "Reconnecting", "Offline")
 
 
@@ -73,8 +74,20 @@ class BrowserProbes(JsProbes):
         return browser_unavailable(self.chromium)
 
     def command(self) -> list[str]:
+        """The driver, under ``nice``; and without CAP_SYS_NICE where ``setpriv`` can drop it: Chromium raises the
+        priority of its own display-critical processes (nice -8) when it may, as it may when run by root."""
         cmd = [sys.executable, "-m", "harness.browser_driver"]
-        return ["nice", "-n", str(self.nice), *cmd] if self.nice else cmd
+        if not self.nice:
+            return cmd
+        cmd = ["nice", "-n", str(self.nice), *cmd]
+        if self.capped:
+            cmd = [SETPRIV, "--inh-caps", "-sys_nice", "--bounding-set", "-sys_nice", *cmd]
+        return cmd
+
+    @property
+    def capped(self) -> bool:
+        """Whether Chromium is kept from raising its priority back above the driver's niceness."""
+        return Path(SETPRIV).exists()
 
     def started(self, hello: dict[str, Any], t0: int, t1: int) -> None:
         t_driver = int(hello.get("t", -1))
@@ -98,7 +111,8 @@ class BrowserProbes(JsProbes):
             if not self._announced:
                 self._announced = True
                 h.append(BrowserStarted(browser=str(o.get("browser")), probes=tuple(sorted(self.probes)),
-                                        clock_check_ns=self._clock, nice=self.nice))
+                                        clock_check_ns=self._clock, nice=self.nice,
+                                        priority_capped=self.capped and bool(self.nice)))
             h.append(BrowserTab(probe=probe, t=t, clock_error_ns=int(o.get("clock_error_ns") or 0),
                                 visibility=str(o.get("visibility")), focused=bool(o.get("focused")),
                                 front=bool(o.get("front", True))))

@@ -35,6 +35,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 CLOCK_SAMPLES = 15
 MAX_S = 4 * 3600  # the driver's longest life, whatever its parent does
+POLL_MS = 100  # how often the driver looks for a quit and screenshots to take (page stamps do not wait for it)
 
 
 def out(o: dict[str, Any]) -> None:
@@ -116,6 +117,20 @@ def main() -> int:
     taken: set[tuple[str, str]] = set()
     deadline = time.monotonic() + min(float(cfg.get("max_s", MAX_S)), MAX_S)
 
+    def shoot(page: Any, probe: str, state: str) -> bool:
+        """A screenshot of the page showing ``state``: kept only if the indicator showed it before and after."""
+        read = "document.getElementById('status').dataset.state"
+        if page.evaluate(read) != state:
+            return False
+        path = shots / f"{probe.replace('/', '_').replace('#', '_')}-{state}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path))
+        if page.evaluate(read) != state:
+            path.unlink(missing_ok=True)
+            return False
+        out({"t": str(time.perf_counter_ns()), "ev": "screenshot", "probe": probe, "state": state, "path": str(path)})
+        return True
+
     def relay(source: dict[str, Any], o: Any) -> None:
         page = source["page"]
         probe, off = offsets.get(page, ("", 0))
@@ -157,6 +172,8 @@ def main() -> int:
             out({"t": str(time.perf_counter_ns()), "ev": "tab", "probe": tab["probe"]["name"], "clock_offset_ns": off,
                  "clock_error_ns": err, "visibility": facts["v"], "focused": facts["f"],
                  "browser": browser.version, "front": bool(tab.get("front", True))})
+            if cfg.get("screenshots", True) and shoot(page, tab["probe"]["name"], "Offline"):  # before it connects
+                taken.add((tab["probe"]["name"], "Offline"))
             page.evaluate("cfg => { window.zoraStart(cfg) }", {**{k: cfg[k] for k in ("url", "anonKey",
                                                                                      "serverOffsetNs", "indicator")},
                                                                "probe": tab["probe"]})
@@ -170,12 +187,9 @@ def main() -> int:
             while want:
                 page, probe, state = want.pop(0)
                 with contextlib.suppress(PlaywrightError):
-                    path = shots / f"{probe.replace('/', '_').replace('#', '_')}-{state}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(path))
-                    out({"t": str(time.perf_counter_ns()), "ev": "screenshot", "probe": probe, "state": state,
-                         "path": str(path)})
-            pages[0][0].wait_for_timeout(50)  # lets Playwright deliver the pages' lines
+                    if not shoot(page, probe, state):
+                        taken.discard((probe, state))  # it changed meanwhile: taken when it shows again
+            pages[0][0].wait_for_timeout(POLL_MS)  # lets Playwright deliver the pages' lines
         for page, tab in pages:
             with contextlib.suppress(PlaywrightError):
                 off, err = page_clock(page, 5)

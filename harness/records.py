@@ -434,6 +434,7 @@ class BrowserStarted(Base):
     probes: tuple[str, ...]
     clock_check_ns: tuple[int, int, int]  # ours before, the driver's, ours after: the driver's must fall between
     nice: int = 0  # the driver's (and Chromium's) niceness
+    priority_capped: bool = False  # no Chromium process could lower it (CAP_SYS_NICE dropped)
 
 
 @_record
