@@ -100,7 +100,7 @@ class BrowserProbes(JsProbes):
     def config(self) -> dict[str, Any]:
         base = super().config()
         return {"url": base["url"], "anonKey": base["anonKey"], "serverOffsetNs": base["serverOffsetNs"],
-                "indicator": self.indicator, "chromium": str(self.chromium), "run_dir": str(self.run.dir),
+                "indicator": self.indicator, "chromium": str(self.chromium), "run_dir": str(self.run.dir.resolve()),
                 "tabs": [{"probe": p, "front": p["name"] not in self.behind} for p in base["probes"]]}
 
     def _line(self, o: dict[str, Any], t: int) -> None:
@@ -128,7 +128,7 @@ class BrowserProbes(JsProbes):
                 h.append(ProbeError(probe=probe or self.WHAT, t=t, message=f"indicator shows {state!r}"))
         elif ev == "screenshot":
             path = Path(str(o.get("path")))
-            rel = os.path.relpath(path, self.run.dir) if path.is_absolute() else str(path)
+            rel = os.path.relpath(path, self.run.dir.resolve())
             h.append(Screenshot(probe=probe, t=t, state=str(o.get("state")), path=rel))
         else:
             super()._line(o, t)
