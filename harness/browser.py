@@ -101,7 +101,8 @@ class BrowserProbes(JsProbes):
         base = super().config()
         return {"url": base["url"], "anonKey": base["anonKey"], "serverOffsetNs": base["serverOffsetNs"],
                 "indicator": self.indicator, "chromium": str(self.chromium), "run_dir": str(self.run.dir.resolve()),
-                "tabs": [{"probe": p, "front": p["name"] not in self.behind} for p in base["probes"]]}
+                "tabs": [{"probe": p, "front": p["name"] not in self.behind,
+                          "window": str(self.probes[p["name"]].info.original or p["name"])} for p in base["probes"]]}
 
     def _line(self, o: dict[str, Any], t: int) -> None:
         h = self.run.history

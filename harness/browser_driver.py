@@ -147,11 +147,17 @@ def main() -> int:
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=cfg["chromium"], headless=True, args=ARGS)
-        context = browser.new_context(viewport={"width": 900, "height": 700})
-        context.expose_binding("zoraOut", relay)
+        # one browser context (its own window) per app instance, as each person has their own browser; its tabs
+        # are tabs of that window, and only the one in front of each window is rendered at the display's rate
+        contexts: dict[str, Any] = {}
         pages: list[tuple[Any, dict[str, Any]]] = []
         for tab in cfg["tabs"]:
             probe = tab["probe"]["name"]
+            group = str(tab.get("window", probe))
+            if group not in contexts:
+                contexts[group] = browser.new_context(viewport={"width": 900, "height": 700})
+                contexts[group].expose_binding("zoraOut", relay)
+            context = contexts[group]
             page = context.new_page()
             page.on("pageerror", functools.partial(_page_error, probe))
             page.on("console", functools.partial(_console, probe))
@@ -161,7 +167,7 @@ def main() -> int:
         # Playwright emulates on every page (headless Chromium still reports them "visible": it renders every tab)
         for page, tab in pages:
             if not tab.get("front", True):
-                context.new_cdp_session(page).send("Emulation.setFocusEmulationEnabled", {"enabled": False})
+                page.context.new_cdp_session(page).send("Emulation.setFocusEmulationEnabled", {"enabled": False})
         for page, tab in pages:
             if tab.get("front", True):
                 page.bring_to_front()
