@@ -14,7 +14,6 @@ Pure: nothing here imports the runtime (no HTTP client, no database driver, no s
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,9 @@ def _titles(run_dir: Path) -> dict[str, str]:
         return {}
 
 
+MAX_SCREENSHOTS = 24  # the browser probes' indicator screenshots inlined into index.html (it stays one file)
+
+
 def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, *,
                charts_dir: Path | None = None, stored_verdict: str | None = None) -> dict[str, float]:
     """``index.html`` for the run in ``run_dir`` (its environment and config read from there), written to ``out``
@@ -77,7 +79,8 @@ def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, 
     page = html_mod.render(v, f, charts, environment=_json(run_dir / "environment.json"),
                            config=_json(run_dir / "config.json"), titles=_titles(run_dir),
                            stored_verdict=stored_verdict, files=files,
-                           screenshots=[os.path.relpath(p, here) for p in sorted((run_dir / "screenshots").glob("*.png"))])
+                           screenshots=[(p.stem, p.read_bytes()) for p in
+                                        sorted((run_dir / "screenshots").glob("*.png"))[:MAX_SCREENSHOTS]])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

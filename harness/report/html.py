@@ -18,7 +18,6 @@ import html
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from harness.checks import LABELS
@@ -388,7 +387,7 @@ def _flavours(f: Frames, charts: Mapping[str, Chart]) -> str:
     return "\n".join(out)
 
 
-def _browser(v: Verdict, screenshots: Sequence[str]) -> str:
+def _browser(v: Verdict, screenshots: Sequence[tuple[str, bytes]]) -> str:
     """What the browser probes saw: write -> screen per tab kind, the page clocks' mapping, the indicator's
     accuracy per fault regime, and the screenshots of each indicator state."""
     b = v.flavours.get("browser")
@@ -417,9 +416,10 @@ def _browser(v: Verdict, screenshots: Sequence[str]) -> str:
         irows = [[safe(ln.criterion.id), safe(ln.criterion.regime), safe(ln.result.summary)] for ln in ind]
         out.append(table_html("indicator-table", ["criterion", "regime", "indicator against the fault proxy"], irows))
     if screenshots:
-        out.append("<div class=shots>" + "".join(
-            f'<figure><img src="{safe(p)}" alt="{safe(p)}" width="300"><figcaption>{safe(Path(p).stem)}</figcaption>'
-            "</figure>" for p in screenshots) + "</div>")
+        out.append("<h3>The probe page in each indicator state (screenshots/ in the run directory)</h3><div class=shots>"
+                   + "".join(f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+                             f'alt="{safe(name)}" width="300"><figcaption>{safe(name)}</figcaption></figure>'
+                             for name, png in screenshots) + "</div>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -451,7 +451,7 @@ def _kv(tid: str, title: str, data: Mapping[str, Any], note: str) -> str:
 
 def render(v: Verdict, f: Frames, charts: Sequence[Chart], *, environment: Mapping[str, Any],
            config: Mapping[str, Any], titles: Mapping[str, str] | None = None, stored_verdict: str | None = None,
-           files: Sequence[str] = (), screenshots: Sequence[str] = ()) -> str:
+           files: Sequence[str] = (), screenshots: Sequence[tuple[str, bytes]] = ()) -> str:
     """The whole page."""
     titles = titles or {}
     by_name = {c.name: c for c in charts}
