@@ -156,3 +156,36 @@ def test_bad_browser_tabs_is_a_one_line_usage_error() -> None:
                          text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "--browser-tabs 9: must be from 1 to 4" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_report_shows_the_browser_figures_the_indicator_and_its_screenshots(tmp_path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from harness.records import BrowserTab, Screenshot
+    from harness.report import write_report
+    from tests.harness.browser import chromium
+
+    records = [*_browser_run(45, ("flows", "resilience", "browser"))[:-2],
+               BrowserTab(t=MS, probe="vendor-1/portal@browser", clock_error_ns=1_200_000),
+               *shows((0.01, "Live"), (10.02, "Reconnecting"), (11.2, "Live")), *fault("reset", 10 * S, 10 * S + MS),
+               Screenshot(t=2 * S, probe="vendor-1/portal@browser", state="Live",
+                          path="screenshots/vendor-1_portal@browser-Live.png"), *finished()]
+    (tmp_path / "screenshots").mkdir()
+    png = io.BytesIO()
+    plt.imsave(png, np.full((40, 60, 3), 0.2), format="png")
+    (tmp_path / "screenshots" / "vendor-1_portal@browser-Live.png").write_bytes(png.getvalue())
+    a = analyze(records)
+    crit = [c for c in CRITERIA if c.id in ("order_on_screen", "indicator_reset")]
+    v = verdict(a, crit)
+    assert v.line("indicator_reset").result.valid is True and v.flavours["browser"]["clock_error_ms"] == 1.2
+    write_report(tmp_path, a, v)
+    with chromium(tmp_path / "index.html") as b:
+        assert b.js("document.querySelectorAll('#browser-table tbody tr').length") >= 2  # write->screen, ->frame
+        assert "indicator_reset" in b.js("document.getElementById('indicator-table').textContent")
+        assert "+/- 1.200 ms" in b.js("document.getElementById('browser').textContent")
+        assert b.js("[...document.querySelectorAll('#browser img')].every(i => i.complete && i.naturalWidth == 60)")
+        assert b.requests == [(tmp_path / "index.html").resolve().as_uri()]  # inlined: no other file, no network
+        assert b.errors == []
