@@ -15,8 +15,9 @@ supabase-js twins are, and its lines are the twins' (``JsProbes``), plus what on
 
 A tab opened "behind" another (``front=False``) is unfocused and behind the front tab; headless Chromium still
 reports it ``visible`` and renders it (tried: another tab brought to the front, focus emulation off, its window
-minimised, a tab created in the background over CDP): a really hidden, timer-throttled tab cannot be had
-headless here, and its figures are reported apart, as what they are.
+minimised, a tab created in the background over CDP, headful under Xvfb without Playwright's anti-backgrounding
+flags): a really hidden, timer-throttled tab cannot be had here, and its figures are reported apart, as what they
+are.
 """
 
 from __future__ import annotations
