@@ -97,6 +97,15 @@ def _stdin(q: queue.Queue[str | None]) -> None:
 
 
 def main() -> int:
+    try:
+        return _main()
+    except Exception as e:  # one line for the harness: Chromium would not start, a page broke
+        out({"t": str(time.perf_counter_ns()), "ev": "error", "message": f"browser driver: {type(e).__name__}: {e}"
+             .splitlines()[0][:300]})
+        return 1
+
+
+def _main() -> int:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 

@@ -449,6 +449,8 @@ class JsProbes:
         if not self._stopping:  # Node went away mid-run: its twins' misses must not look like the server's
             code = await self.proc.wait() if self.proc is not None else None
             self.failures.append(f"{self.command()[0]} exited with code {code}")
+            for e in [*(v for p in self.probes.values() for v in p.live.values()), *self.subscribed.values()]:
+                e.set()  # a start still waiting gives up now, naming the failure, not after its timeout
             for p in self.probes.values():
                 self.run.history.append(ChannelClosed(probe=p.name, reason=f"{self.WHAT}' process exited with code {code}"))
 

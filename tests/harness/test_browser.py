@@ -189,3 +189,15 @@ def test_the_report_shows_the_browser_figures_the_indicator_and_its_screenshots(
         assert b.js("[...document.querySelectorAll('#browser img')].every(i => i.complete && i.naturalWidth == 60)")
         assert b.requests == [(tmp_path / "index.html").resolve().as_uri()]  # inlined: no other file, no network
         assert b.errors == []
+
+
+def test_a_browser_that_will_not_start_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    import json
+
+    cfg = {"chromium": "/bin/false", "run_dir": str(tmp_path), "url": "http://127.0.0.1:1", "anonKey": "a",
+           "serverOffsetNs": 0, "indicator": "state", "tabs": []}
+    r = subprocess.run([sys.executable, "-m", "harness.browser_driver"], input=json.dumps(cfg) + "\n", cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 1 and [x["ev"] for x in lines] == ["hello", "error"], r.stdout + r.stderr
+    assert lines[1]["message"].startswith("browser driver: ") and "Traceback" not in r.stderr
