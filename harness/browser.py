@@ -62,6 +62,7 @@ class BrowserProbes(JsProbes):
 
     LOG = "browser-probes.log"
     WHAT = "browser probes"
+    PROCESS = "browser driver process"
 
     def __init__(self, run: Run, probes: list[Probe], *, behind: frozenset[str] = frozenset(),
                  indicator: str = "state", chromium: Path = CHROMIUM, nice: int = NICE) -> None:

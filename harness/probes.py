@@ -315,6 +315,7 @@ class JsProbes:
 
     LOG = "node-probes.log"
     WHAT = "supabase-js probes"
+    PROCESS = "supabase-js process"
 
     def command(self) -> list[str]:
         return ["node", str(JS_PROBES)]
@@ -452,7 +453,7 @@ class JsProbes:
             for e in [*(v for p in self.probes.values() for v in p.live.values()), *self.subscribed.values()]:
                 e.set()  # a start still waiting gives up now, naming the failure, not after its timeout
             for p in self.probes.values():
-                self.run.history.append(ChannelClosed(probe=p.name, reason=f"{self.WHAT}' process exited with code {code}"))
+                self.run.history.append(ChannelClosed(probe=p.name, reason=f"{self.PROCESS} exited with code {code}"))
 
     async def stop(self) -> None:
         self._stopping = True
