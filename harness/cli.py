@@ -152,8 +152,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds to wait for late events (at least the criteria's longest deadline, at most 60)")
     gate.add_argument("--skip-preflight", action="store_true", help="run the flows even if preflight finds problems")
     gate.add_argument("--quiet", action="store_true", help="no progress display")
-    gate.add_argument("--probes", choices=("both", "py"), default="both",
-                      help="both: our Phoenix probes and supabase-js twins under Node; py: ours only")
+    gate.add_argument("--probes", choices=("auto", "browser", "both", "py"), default="auto",
+                      help="both: our Phoenix probes and supabase-js twins under Node; browser: both, and the vendor "
+                           "portal and admin dashboard in Chromium tabs; auto: browser when Chromium is here, else both "
+                           "(and it says so); py: ours only")
+    gate.add_argument("--browser-tabs", type=int, default=1,
+                      help="Chromium tabs per browser app (1-4; every tab after the first is opened behind it)")
     gate.add_argument("--no-faults", action="store_true",
                       help="skip the resilience phase (reset, black hole, churn): the verdict lists what it did not test")
     gate.add_argument("--blackhole-s", type=float,
@@ -333,11 +337,23 @@ def _print_verdict(verdict: Any, where: Path) -> None:
     if not_judged:
         _out(f"  {LABELS[None]:<7} {len(not_judged)} criteria not judged: the flows did not run (see above)")
     f = verdict.flavours
-    for name in ("ours", "supabase-js"):
+    for name in ("ours", "supabase-js", "browser"):
         fl = f.get(name)
         if fl and "p99" in fl:
             _out(f"  {'probes':<26} {name}: {fl['delivered']}/{fl['expected']} delivered live, write->deliver p50"
                  f" {fl['p50']:.1f} / p99 {fl['p99']:.1f} ms on a healthy network")
+    for side in ("front", "behind"):
+        b = f.get("browser", {}).get(side)
+        if b and "deliver_to_screen" in b:
+            _out(f"  {'':<26} browser tabs {side}: write->screen p50 {b['write_to_screen']['p50']:.1f} / max "
+                 f"{b['write_to_screen']['max']:.1f} ms, deliver->screen max {b['deliver_to_screen']['max']:.2f} ms"
+                 + (f", deliver->frame max {b['deliver_to_frame']['max']:.1f} ms" if "deliver_to_frame" in b else "")
+                 + f" (n={b['n']})")
+    if f.get("browser", {}).get("clock_error_ms") is not None:
+        br = f["browser"]
+        _out(f"  {'':<26} page clocks mapped to within +/- {br['clock_error_ms']:.3f} ms"
+             + (f", drift by the end {br['clock_drift_ms']:.3f} ms" if br.get("clock_drift_ms") is not None else "")
+             + f"; {br['hidden_tabs']} tab(s) hidden")
     g = f.get("twin_minus_original_ms")
     if g:
         _out(f"  {'':<26} supabase-js stamps {g['p50']:.1f} ms after ours at the median (p99 {g['p99']:.1f} ms)")
@@ -349,6 +365,8 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
     """The gate's exit code, and its ``GateResult`` (None when it did not get as far as a verdict)."""
+    from harness.browser import browser_unavailable
+    from harness.flows import BrowserPlan
     from harness.gate import TargetRefused, TargetUnreachable, run_gate
     from harness.probes import JsProbes
     from harness.run import RunDirError
@@ -363,8 +381,18 @@ def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
                          "shorter window counts events still due as unseen) to 60 s")
     if args.report_dir.exists() and not args.report_dir.is_dir():
         raise UsageError(f"--report-dir {args.report_dir}: exists and is not a directory")
-    if args.probes == "both" and (why := JsProbes.unavailable()):
+    if args.probes != "py" and (why := JsProbes.unavailable()):
         raise UsageError(f"{why}; or pass --probes py")
+    if not 1 <= args.browser_tabs <= 4:
+        raise UsageError(f"--browser-tabs {args.browser_tabs}: must be from 1 to 4")
+    browser = None
+    no_browser = browser_unavailable()
+    if args.probes == "browser" and no_browser:
+        raise UsageError(f"{no_browser}; or pass --probes both")
+    if args.probes == "auto" and no_browser:
+        print(f"zora-harness: no browser probes: {no_browser}", file=sys.stderr)
+    if args.probes == "browser" or (args.probes == "auto" and not no_browser):
+        browser = BrowserPlan(tabs=args.browser_tabs)
     if args.blackhole_s is not None and not 1 <= args.blackhole_s <= 600:
         raise UsageError(f"--blackhole-s {args.blackhole_s:g}: must be from 1 to 600 seconds")
     if not 0 <= args.churn <= 2000:
@@ -373,7 +401,8 @@ def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
         raise UsageError(f"--seed {args.seed}: must be a non-negative integer below 2**63")
     extra = _faults(args, target)
     kw = {"rounds": args.rounds, "settle_s": args.settle, "skip_preflight": args.skip_preflight, "quiet": args.quiet,
-          "js": args.probes == "both", "faults": not args.no_faults, "seed": args.seed, "blackhole_s": args.blackhole_s,
+          "js": args.probes != "py", "browser": browser, "faults": not args.no_faults, "seed": args.seed,
+          "blackhole_s": args.blackhole_s,
           "churn_probes": args.churn, "extra_faults": extra, "fault_s": args.fault_s,
           "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
     try:

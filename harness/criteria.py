@@ -28,6 +28,8 @@ from typing import Any, Protocol, TypeGuard
 
 from harness.apps import EVENT_GROUPS
 from harness.checks import METRICS, STATISTICS, Analysis, Result, completeness, latency, ordering, run_checker
+from harness.checks.analysis import PROBE_SETS
+from harness.checks.indicator import check_indicator
 from harness.checks.offline import check_offline
 from harness.checks.reconnection import MILESTONES, check_reconnection, check_reliability
 
@@ -35,18 +37,20 @@ __all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Crit
            "load_criteria", "parse_criteria", "verdict"]
 
 DEFAULT_CRITERIA = Path(__file__).resolve().parent.parent / "fixtures" / "criteria.toml"
-KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync"}
-PHASE_OF_KIND = {"reconnection": "resilience", "reliability": "resilience", "offline_sync": "offline"}
+KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync", "indicator"}
+PHASE_OF_KIND = {"reconnection": "resilience", "reliability": "resilience", "offline_sync": "offline",
+                 "indicator": "resilience"}
 REGIME_NAMES = ("reset", "blackhole", "*")
 RESERVED = frozenset({"preflight", "run", "history", "writes", "cleanup"})  # the verdict's own run lines
 _KEYS = {
-    "latency": {"title", "source", "kind", "events", "metric", "statistic", "max_ms"},
+    "latency": {"title", "source", "kind", "events", "metric", "statistic", "max_ms", "probes"},
     "completeness": {"title", "source", "kind", "min_delivered_pct"},
     "leaks": {"title", "source", "kind", "max_unexpected"},
     "ordering": {"title", "source", "kind"},
     "reconnection": {"title", "source", "kind", "regime", "milestone", "statistic", "max_ms"},
     "reliability": {"title", "source", "kind", "min_pct"},
     "offline_sync": {"title", "source", "kind"},
+    "indicator": {"title", "source", "kind", "regime", "max_ms"},
 }
 NOT_JUDGED = "not judged: the flows did not run"
 
@@ -70,11 +74,19 @@ class Criterion:
     regime: str = "*"  # reconnection: reset | blackhole | *
     milestone: str = "rejoined"  # reconnection: socket | rejoined | first_event | converged
     min_pct: float = 0.0  # reliability
+    probes: str = "protocol"  # latency: protocol (ours and supabase-js under Node) | browser | all
 
     @property
     def phase(self) -> str:
         """The phase of a run that produces this criterion's evidence (``RunPlan``)."""
         return PHASE_OF_KIND.get(self.kind, "flows")
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Every phase of the plan its evidence needs: its phase, and ``browser`` (the run had browser probes) for
+        a criterion over what the browser probes saw."""
+        browser = self.kind == "indicator" or (self.kind == "latency" and self.probes == "browser")
+        return (self.phase, "browser") if browser else (self.phase,)
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,12 @@ def parse_criteria(text: str, source: str = "criteria") -> CriteriaSet:
             mx = spec.get("max_ms")
             if not (_num(mx) and mx > 0):
                 raise CriteriaError(f"{where} max_ms must be a positive finite number")
+        if kind == "indicator":
+            if spec.get("regime", "*") not in REGIME_NAMES:
+                raise CriteriaError(f"{where} regime must be one of {list(REGIME_NAMES)}")
+            mx = spec.get("max_ms")
+            if not (_num(mx) and mx > 0):
+                raise CriteriaError(f"{where} max_ms must be a positive finite number")
         if kind == "reliability":
             mp = spec.get("min_pct")
             if not (_num(mp) and 0 <= mp <= 100):
@@ -185,6 +203,10 @@ def parse_criteria(text: str, source: str = "criteria") -> CriteriaSet:
             mx = spec.get("max_ms")
             if not (_num(mx) and mx > 0):
                 raise CriteriaError(f"{where} max_ms must be a positive finite number")
+            if spec.get("probes", "protocol") not in PROBE_SETS:
+                raise CriteriaError(f"{where} probes must be one of {list(PROBE_SETS)}")
+            if spec.get("metric") == "write_to_screen" and spec.get("probes") != "browser":
+                raise CriteriaError(f"{where} metric write_to_screen needs probes = \"browser\" (only a page has a screen)")
         pct = spec.get("min_delivered_pct")
         if pct is not None and (not _num(pct) or not 0 <= pct <= 100):
             raise CriteriaError(f"{where} min_delivered_pct must be a number from 0 to 100")
@@ -308,12 +330,15 @@ def _judge(a: Analysis, c: Criterion, base: Result, evidence: Evidence | None = 
     if c.kind == "reconnection":
         return check_reconnection(a.recoveries(), c.regime, c.milestone, c.statistic, c.max_ms, name=c.id,
                                   flavour_of={p: a.flavour(p) for p in a.probes})
+    if c.kind == "indicator":
+        return check_indicator(a.records, a.probes, c.regime, c.max_ms, name=c.id)
     if c.kind == "reliability":
         return check_reliability(a.reliability(), c.min_pct, name=c.id)
     if c.kind == "offline_sync":
         return check_offline(a, name=c.id)
     if c.kind == "latency":
-        return latency(a, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id)
+        return latency(a, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id,
+                       probes=c.probes)
     if c.kind == "ordering":
         r = ordering(a)
         return Result(c.id, r.valid, value=r.value, summary=r.summary, details=r.details)
@@ -338,11 +363,12 @@ def verdict(a: Analysis, criteria: CriteriaSet | list[Criterion] | tuple[Criteri
     kind = str(target.get("kind", "url"))
     hint = f"`zora-harness clean --run-id {run_id} --target {kind if kind != 'embedded' else 'url'} ...`"
     lines = _run_lines(a, hint)
-    deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*"}
+    # an event's deadline is its protocol criterion's (a browser criterion judges the screen, not the delivery)
+    deadlines = {c.events: c.max_ms for c in crit if c.kind == "latency" and c.events != "*" and c.probes == "protocol"}
     base = evidence.completeness if evidence is not None else run_checker("completeness", completeness, a, deadlines)
     ran = evidence.ran if evidence is not None else a.run.flows_ran
     plan = a.run.plan
-    skipped = tuple(c.id for c in crit if (plan is not None and c.phase not in plan.phases)
+    skipped = tuple(c.id for c in crit if (plan is not None and not set(c.needs) <= set(plan.phases))
                     or (evidence is not None and not evidence.covers(c)))
     for c in crit:
         if c.id in skipped:

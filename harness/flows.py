@@ -31,13 +31,28 @@ from harness.apps import (
     ProbeSpec,
     Viewer,
 )
+from harness.browser import BrowserProbes, tab_names
 from harness.network import DeviceNetwork
 from harness.phoenix import SUPABASE_JS_POLICY, AsyncPhoenix, ReconnectPolicy
 from harness.probes import JsProbes, Probe, quiet_heap, topic
 from harness.records import Expectation, ProbeInfo, ProbeSet, SubInfo
 from harness.run import Run
 
-__all__ = ["FLOWS", "Scene"]
+__all__ = ["BROWSER_SPECS", "FLOWS", "BrowserPlan", "Scene"]
+
+# the web apps (001 §4.5.2 vendor portal, §4.5.3 admin dashboard) a browser probe runs by default
+BROWSER_SPECS = ("vendor-1/portal", "admin/dashboard")
+
+
+@dataclass(frozen=True)
+class BrowserPlan:
+    """Which app instances also run in Chromium, in how many tabs each; ``behind``: every tab but the first
+    opened behind it; ``indicator``: "always-live" only for the negative control."""
+
+    specs: tuple[str, ...] = BROWSER_SPECS
+    tabs: int = 1
+    behind: bool = True
+    indicator: str = "state"
 
 STATUSES = writes.STATUSES
 
@@ -57,6 +72,9 @@ class Scene:
     conversation: str | None = None
     js_probes: JsProbes | None = None
     twins: dict[str, str] = field(default_factory=dict)  # spec name -> its supabase-js twin's probe name
+    browser: BrowserPlan | None = None  # which app instances also run in Chromium tabs (None: none)
+    browser_probes: BrowserProbes | None = None
+    tabs: dict[str, list[str]] = field(default_factory=dict)  # spec name -> its browser probes' names
 
     def viewer(self, user: str) -> Viewer:
         u = self.world.users[user]
@@ -67,12 +85,13 @@ class Scene:
         return [p.name for p in self.declaration.probes if p.user == user and self.declaration.app(p).name
                 == "customer-app"]
 
-    def _info(self, spec: ProbeSpec, flavour: Literal["ours", "supabase-js"]) -> ProbeInfo:
+    def _info(self, spec: ProbeSpec, flavour: Literal["ours", "supabase-js", "browser"],
+              name: str | None = None) -> ProbeInfo:
         v = self.viewer(spec.user)
         app = self.declaration.app(spec)
-        twin = flavour == "supabase-js"
-        return ProbeInfo(name=f"{spec.name}@js" if twin else spec.name, app=app.name, user=spec.user, flavour=flavour,
-                         original=spec.name if twin else None, presence=app.presence, topics=app.topics,
+        twin = flavour != "ours"
+        return ProbeInfo(name=name or (f"{spec.name}@js" if twin else spec.name), app=app.name, user=spec.user,
+                         flavour=flavour, original=spec.name if twin else None, presence=app.presence, topics=app.topics,
                          via=self.network.name(spec.name) if self.network else None,
                          heartbeat_s=self.policy.heartbeat_s, backoff_s=self.policy.backoff_s,
                          subs=tuple(SubInfo(table=s.table, filter=s.filter_for(v), event=s.event,
@@ -96,10 +115,22 @@ class Scene:
             twins = [self._info(spec, "supabase-js") for spec in self.declaration.probes if spec.twin]
             self.twins = {str(t.original): t.name for t in twins}
             self.js_probes = JsProbes(self.run, [self._probe(t, str(t.original)) for t in twins])
+        tabs: list[ProbeInfo] = []
+        if self.browser is not None:  # the web apps again, in Chromium tabs
+            for spec in self.declaration.probes:
+                if spec.name in self.browser.specs:
+                    names = tab_names(spec.name, self.browser.tabs)
+                    self.tabs[spec.name] = names
+                    tabs += [self._info(spec, "browser", n) for n in names]
+            behind = frozenset(n for names in self.tabs.values() for n in names[1:]) if self.browser.behind else frozenset()
+            self.browser_probes = BrowserProbes(self.run, [self._probe(t, str(t.original)) for t in tabs],
+                                                behind=behind, indicator=self.browser.indicator)
         # entitlement before anything is delivered: who runs which app, with which subscriptions
-        self.run.history.append(ProbeSet(probes=(*infos, *twins)))
+        self.run.history.append(ProbeSet(probes=(*infos, *twins, *tabs)))
         await asyncio.gather(*(p.start() for p in self.probes.values()),
                              *([self.js_probes.start()] if self.js_probes else []))
+        if self.browser_probes is not None:  # after the others: Chromium's start-up does not slow their joins
+            await self.browser_probes.start(timeout=60)
         quiet_heap()
 
     def _probe(self, info: ProbeInfo, device: str) -> Probe:
@@ -110,17 +141,20 @@ class Scene:
                      rest_url=net.url(device) if net else None)
 
     def all_probes(self) -> list[Probe]:
-        return [*self.probes.values(), *(self.js_probes.probes.values() if self.js_probes else ())]
+        return [*self.probes.values(), *(self.js_probes.probes.values() if self.js_probes else ()),
+                *(self.browser_probes.probes.values() if self.browser_probes else ())]
 
     @property
     def probe_names(self) -> list[str]:
-        return [*self.probes, *(self.js_probes.probes if self.js_probes else ())]
+        return [*self.probes, *(self.js_probes.probes if self.js_probes else ()),
+                *(self.browser_probes.probes if self.browser_probes else ())]
 
     def entitled(self, event: Event) -> tuple[str, ...]:
         """Every running probe (both flavours) entitled to the event, by the declaration."""
         viewers = {u: self.viewer(u) for u in self.declaration.users()}
         names = self.declaration.entitled(event, viewers)
-        return tuple(sorted({*names, *(self.twins[n] for n in names if n in self.twins)}))
+        return tuple(sorted({*names, *(self.twins[n] for n in names if n in self.twins),
+                             *(t for n in names for t in self.tabs.get(n, ()))}))
 
     def expect(self, event: Event) -> Expectation:
         """The expectation a write records for one event it must cause."""
@@ -142,7 +176,8 @@ class Scene:
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.probes.values()),
-                             *([self.js_probes.stop()] if self.js_probes else []), return_exceptions=True)
+                             *([self.js_probes.stop()] if self.js_probes else []),
+                             *([self.browser_probes.stop()] if self.browser_probes else []), return_exceptions=True)
         for a in self.actors.values():
             a.close()
 

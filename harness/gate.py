@@ -23,7 +23,7 @@ import psycopg
 from harness.apps import DECLARATION, Declaration
 from harness.criteria import CriteriaSet, Verdict
 from harness.faults import FaultSpec
-from harness.flows import FLOWS
+from harness.flows import FLOWS, BrowserPlan
 from harness.lifecycle import Flow, Lifecycle
 from harness.network import DeviceNetwork, NetworkError
 from harness.phoenix import SUPABASE_JS_POLICY, ReconnectPolicy
@@ -145,7 +145,8 @@ def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: i
              js: bool = True, flows: Sequence[Flow] | None = None, declaration: Declaration = DECLARATION,
              faults: bool = True, seed: int | None = None, blackhole_s: float | None = None,
              churn_probes: int = 100, policy: ReconnectPolicy = SUPABASE_JS_POLICY,
-             extra_faults: Sequence[FaultSpec] = (), fault_s: float = 5.0, stack: Any = None) -> GateResult:
+             extra_faults: Sequence[FaultSpec] = (), fault_s: float = 5.0, stack: Any = None,
+             browser: BrowserPlan | None = None) -> GateResult:
     """The whole gate against one target. Raises ``TargetRefused`` / ``TargetUnreachable`` (after recording
     them) for a target that cannot be used, ``Interrupt`` for a signal, and any error of the harness itself;
     the run directory is complete in every case."""
@@ -154,7 +155,7 @@ def run_gate(target: Target, criteria: CriteriaSet, report_root: Path, rounds: i
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
     lc = Lifecycle(target, criteria, report_root, js=js, declaration=declaration, quiet=quiet, phases=phases,
                    seed=seed, policy=policy, extra_faults=extra_faults if not why_not else (), fault_s=fault_s,
-                   stack=stack, config={"rounds": rounds, "settle_s": settle_s, **(config or {})})
+                   stack=stack, config={"rounds": rounds, "settle_s": settle_s, **(config or {})}, browser=browser)
     h = lc.run.history
     with lc:
         lc.show.say(f"run {lc.run.run_id} -> {lc.run.dir}"

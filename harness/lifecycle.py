@@ -33,7 +33,7 @@ from harness.apps import DECLARATION, Declaration
 from harness.clock import Offset
 from harness.criteria import CriteriaSet, Verdict
 from harness.faults import FaultSpec, format_fault
-from harness.flows import Scene
+from harness.flows import BrowserPlan, Scene
 from harness.judge import judge
 from harness.network import DeviceNetwork
 from harness.phoenix import SUPABASE_JS_POLICY, ReconnectPolicy
@@ -58,8 +58,14 @@ class Lifecycle:
                  config: dict[str, Any] | None = None, js: bool = True, declaration: Declaration = DECLARATION,
                  quiet: bool = False, stream: TextIO | None = None, phases: tuple[str, ...] = ("flows",),
                  seed: int | None = None, policy: ReconnectPolicy = SUPABASE_JS_POLICY,
-                 extra_faults: Sequence[FaultSpec] = (), fault_s: float = 5.0, stack: Any = None) -> None:
-        self.run = Run.create(target, report_root, {**(config or {}), "probes": "both" if js else "py",
+                 extra_faults: Sequence[FaultSpec] = (), fault_s: float = 5.0, stack: Any = None,
+                 browser: BrowserPlan | None = None) -> None:
+        if browser is not None and "browser" not in phases:
+            phases = (*phases, "browser")  # the browser probes' criteria are judged: the plan says so
+        self.browser = browser
+        self.run = Run.create(target, report_root, {**(config or {}), "probes": ("both" if js else "py")
+                                                    + ("+browser" if browser else ""),
+                                                    "browser_tabs": browser.tabs if browser else 0,
                                                     "phases": list(phases), "seed": seed}, criteria)
         self.extra_faults = tuple(extra_faults)  # --fault: more faults for the resilience phase
         self.fault_s = fault_s  # how long each of them lasts (network faults)
@@ -103,10 +109,11 @@ class Lifecycle:
         off = await asyncio.to_thread(self.place_clock)
         self.stage("starting probes")
         self.scene = Scene(self.run, self.world, self.declaration, js=self.js, network=self.network,
-                           policy=self.policy, server_offset_ns=off.offset_ns)
+                           policy=self.policy, server_offset_ns=off.offset_ns, browser=self.browser)
         await self.scene.start()
         twins = f" + {len(self.scene.js_probes.probes)} supabase-js twins" if self.scene.js_probes else ""
-        self.show.say(f"{len(self.scene.probes)} probes{twins} live")
+        tabs = f" + {len(self.scene.browser_probes.probes)} browser tabs" if self.scene.browser_probes else ""
+        self.show.say(f"{len(self.scene.probes)} probes{twins}{tabs} live")
         return self.scene
 
     def place_clock(self, estimate: bool | None = None) -> Offset:

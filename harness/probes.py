@@ -90,12 +90,15 @@ def _text(v: Any) -> str | None:
 
 
 def record_change(h: History, probe: str, t: int, channel: str, table: Any, type_: Any, record: Any,
-                  old_record: Any = None, commit: Any = None) -> None:
-    """One delivered postgres change, the same record whichever flavour saw it."""
+                  old_record: Any = None, commit: Any = None, screen_t: int | None = None,
+                  frame_t: int | None = None) -> None:
+    """One delivered postgres change, the same record whichever flavour saw it (a browser probe's with the times
+    it was shown and painted)."""
     h.append(Change(probe=probe, t=t, channel=channel, table=str(table), type=str(type_).upper(),
                     record=record if isinstance(record, dict) else None,
                     old_record=old_record if isinstance(old_record, dict) and old_record else None,
-                    commit_ns=parse_wall(commit) if isinstance(commit, str) else None))
+                    commit_ns=parse_wall(commit) if isinstance(commit, str) else None, screen_t=screen_t,
+                    frame_t=frame_t))
 
 
 def record_broadcast(h: History, probe: str, t: int, channel: str, event: Any, payload: Any) -> None:
@@ -310,41 +313,56 @@ class JsProbes:
             return "supabase-js probes need perf_counter on CLOCK_MONOTONIC (Linux), the clock Node's hrtime reads"
         return None
 
-    async def start(self, timeout: float = 20.0) -> None:
-        why = self.unavailable()
-        if why:
-            raise ProbeFailure(why)
-        log = (self.run.dir / "node-probes.log").open("ab")
-        t0 = time.perf_counter_ns()
-        self.proc = await asyncio.create_subprocess_exec(
-            "node", str(JS_PROBES), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=log, limit=16 * 1024 * 1024)
-        log.close()
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        hello = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), timeout) or b"{}")
-        t1 = time.perf_counter_ns()
+    LOG = "node-probes.log"
+    WHAT = "supabase-js probes"
+    PROCESS = "supabase-js process"
+
+    def command(self) -> list[str]:
+        return ["node", str(JS_PROBES)]
+
+    def started(self, hello: dict[str, Any], t0: int, t1: int) -> None:
+        """The process said hello: check its clock is ours, record that it started."""
         t_node = int(hello.get("t", -1))
         if not t0 <= t_node <= t1:  # Node's stamp must fall between ours, or the two clocks differ
             raise RuntimeError(f"Node's hrtime ({t_node}) is not on perf_counter's clock ({t0}..{t1})")
         self.run.history.append(JsProbesStarted(node=str(hello.get("node")), probes=tuple(sorted(self.probes)),
                                                 clock_check_ns=(t0, t_node, t1)))
-        config = []
+
+    def probe_config(self, p: Probe) -> dict[str, Any]:
+        """What the process is told of one probe: its token, channels and client policy."""
+        subs = channels(p.info)
+        return {"name": p.name, "token": p.token, "presence": p.info.presence, "topics": list(p.info.topics),
+                "url": p.rest_url or self.run.target.url, "heartbeatMs": int(p.info.heartbeat_s * 1000),
+                "backoffMs": [int(b * 1000) for b in p.info.backoff_s],
+                "subs": [{"channel": name, "table": s.table, "filter": s.filter, "event": s.event,
+                          "changed_at": s.changed_at} for name, s in subs]}
+
+    def config(self) -> dict[str, Any]:
+        offset = next((p.server_offset_ns for p in self.probes.values()), 0)
+        return {"url": self.run.target.url, "anonKey": self.run.target.anon_key, "serverOffsetNs": offset,
+                "probes": [self.probe_config(p) for p in self.probes.values()]}
+
+    async def start(self, timeout: float = 20.0) -> None:
+        why = self.unavailable()
+        if why:
+            raise ProbeFailure(why)
+        log = (self.run.dir / self.LOG).open("ab")
+        t0 = time.perf_counter_ns()
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.command(), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=log, limit=16 * 1024 * 1024)
+        log.close()
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        hello = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), timeout) or b"{}")
+        t1 = time.perf_counter_ns()
+        self.started(hello, t0, t1)
         for p in self.probes.values():
-            subs = channels(p.info)
-            for name, _ in subs:
+            for name, _ in channels(p.info):
                 p.live[topic(name)] = asyncio.Event()
             others = [*p.info.topics, *([p.info.presence] if p.info.presence else [])]
             for name in others:
                 self.subscribed[(p.name, topic(name))] = asyncio.Event()
-            config.append({"name": p.name, "token": p.token, "presence": p.info.presence, "topics": list(p.info.topics),
-                           "url": p.rest_url or self.run.target.url, "heartbeatMs": int(p.info.heartbeat_s * 1000),
-                           "backoffMs": [int(b * 1000) for b in p.info.backoff_s],
-                           "subs": [{"channel": name, "table": s.table, "filter": s.filter, "event": s.event,
-                                     "changed_at": s.changed_at} for name, s in subs]})
-        offset = next((p.server_offset_ns for p in self.probes.values()), 0)
-        cfg = {"url": self.run.target.url, "anonKey": self.run.target.anon_key, "serverOffsetNs": offset,
-               "probes": config}
-        self.proc.stdin.write((json.dumps(cfg) + "\n").encode())
+        self.proc.stdin.write((json.dumps(self.config()) + "\n").encode())
         await self.proc.stdin.drain()
         self._reader = asyncio.get_running_loop().create_task(self._read(self.proc.stdout))
         waits = [e.wait() for p in self.probes.values() for e in p.live.values()]
@@ -352,9 +370,9 @@ class JsProbes:
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
         except TimeoutError as e:
-            raise ProbeFailure(f"supabase-js probes not live in {timeout:.0f}s: {self.failures[:3]}") from e
+            raise ProbeFailure(f"{self.WHAT} not live in {timeout:.0f}s: {self.failures[:3]}") from e
         if self.failures:
-            raise ProbeFailure(f"supabase-js probes: {'; '.join(self.failures[:3])}")
+            raise ProbeFailure(f"{self.WHAT}: {'; '.join(self.failures[:3])}")
         for p in self.probes.values():
             n = len(p.live) + sum(1 for k in self.subscribed if k[0] == p.name)
             self.run.history.append(ProbeLive(probe=p.name, channels=n, errors=tuple(p.errors)))
@@ -365,12 +383,12 @@ class JsProbes:
         ev = o.get("ev")
         if ev == "error" or p is None:
             self.failures.append(str(o.get("message")))
-            h.append(ProbeError(probe=str(o.get("probe") or "supabase-js"), t=t, message=str(o.get("message"))))
+            h.append(ProbeError(probe=str(o.get("probe") or self.WHAT), t=t, message=str(o.get("message"))))
             return
         ch = str(o.get("channel"))
         if ev == "change":
             record_change(h, p.name, t, ch, o.get("table"), o.get("type"), o.get("record"), o.get("old_record"),
-                          o.get("commit_timestamp"))
+                          o.get("commit_timestamp"), self._stamp(o.get("screen")), self._stamp(o.get("frame")))
         elif ev == "broadcast":
             record_broadcast(h, p.name, t, ch, o.get("event"), o.get("payload"))
         elif ev == "presence":
@@ -412,6 +430,13 @@ class JsProbes:
             elif status == "SUBSCRIBED" and (p.name, ch) in self.subscribed:
                 self.subscribed[(p.name, ch)].set()
 
+    def _stamp(self, v: Any) -> int | None:
+        """A stamp of the process (ns on CLOCK_MONOTONIC, as text) on the run's clock; None if it has none."""
+        try:
+            return int(v) - self.run.clock.mono_origin if v is not None else None
+        except (TypeError, ValueError):
+            return None
+
     async def _read(self, stdout: asyncio.StreamReader) -> None:
         origin = self.run.clock.mono_origin
         while line := await stdout.readline():
@@ -424,9 +449,11 @@ class JsProbes:
                 self._line(o, t)
         if not self._stopping:  # Node went away mid-run: its twins' misses must not look like the server's
             code = await self.proc.wait() if self.proc is not None else None
-            self.failures.append(f"node exited with code {code}")
+            self.failures.append(f"{self.command()[0]} exited with code {code}")
+            for e in [*(v for p in self.probes.values() for v in p.live.values()), *self.subscribed.values()]:
+                e.set()  # a start still waiting gives up now, naming the failure, not after its timeout
             for p in self.probes.values():
-                self.run.history.append(ChannelClosed(probe=p.name, reason=f"supabase-js process exited with code {code}"))
+                self.run.history.append(ChannelClosed(probe=p.name, reason=f"{self.PROCESS} exited with code {code}"))
 
     async def stop(self) -> None:
         self._stopping = True

@@ -211,6 +211,20 @@ class Zora:
         assert not bad, "; ".join(bad)
 
 
+def _browser(spec: Any) -> Any:
+    """The module's browser probes (``@pytest.mark.zora(browser={"tabs": 2, ...})``): a ``BrowserPlan``. Never
+    skipped: without Chromium the module fails and names the fix."""
+    if not spec:
+        return None
+    from harness.browser import browser_unavailable
+    from harness.flows import BrowserPlan
+
+    why = browser_unavailable()
+    if why:
+        pytest.fail(why)
+    return BrowserPlan(**spec)
+
+
 @pytest.fixture(scope="module")
 def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop) -> Iterator[Zora]:
     from harness.lifecycle import Lifecycle
@@ -231,7 +245,7 @@ def zora(request: pytest.FixtureRequest, zora_target: Target, _zora_loop: _Loop)
     lc = Lifecycle(zora_target, _criteria(request.config), Path(request.config.getoption("--report-dir")),
                    config={"scenario": module}, js=request.config.getoption("--probes") == "both", quiet=True,
                    phases=("flows", "resilience", "offline") if faults else ("flows",), seed=opts.get("seed"),
-                   policy=policy)
+                   policy=policy, browser=_browser(opts.get("browser")))
     failure: BaseException | None = None
     checked: set[str] = set()
     request.config.stash.setdefault(_RUNS, []).append((module, lc, checked))

@@ -8,12 +8,13 @@ One class per kind of fact, each with a ``kind`` tag that names it in the JSON l
   (``QueueVerified``);
 * what probes saw: ``Change`` (postgres_changes), ``Broadcast``, ``Presence``, and the state of their
   connections and channels (``ConnState``, ``System``, ``SubscriptionError``, ``ProbeLive``,
-  ``ChannelClosed``, ``ProbeError``), every join attempt (``JoinAttempt``) and what an app read back after
-  it rejoined (``Refetch``);
+  ``ChannelClosed``, ``ProbeError``), a browser probe's indicator (``Indicator``, ``Screenshot``), every join
+  attempt (``JoinAttempt``) and what an app read back after it rejoined (``Refetch``);
 * what the nemesis did: ``Fault`` (``start`` and ``end`` of one fault, by ``fault_id``) and what it did
   to a client: ``Reconnection``;
 * facts about the run: ``RunStarted``, ``RunPlan``, ``ClockFacts``, ``ProbeSet``, ``JsProbesStarted``,
-  ``PreflightDone``, ``Created``, ``Stage``, ``RunError``, ``Interrupted``, ``LoopError``, ``Cleanup``, ``Note``
+  ``BrowserStarted``, ``BrowserTab``, ``PreflightDone``, ``Created``, ``Stage``, ``RunError``, ``Interrupted``,
+  ``LoopError``, ``Cleanup``, ``Note``
   and, last, ``RunFinished`` (a history without it did not finish: the harness was killed).
 
 Every record has ``t`` (ns on the run's monotonic clock; -1 means "stamp it when appended") and
@@ -34,6 +35,8 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 __all__ = [
     "FORMAT",
     "Broadcast",
+    "BrowserStarted",
+    "BrowserTab",
     "Change",
     "ChannelClosed",
     "Cleanup",
@@ -43,6 +46,7 @@ __all__ = [
     "Created",
     "Expectation",
     "Fault",
+    "Indicator",
     "Interrupted",
     "JoinAttempt",
     "JsProbesStarted",
@@ -66,6 +70,7 @@ __all__ = [
     "RunFinished",
     "RunPlan",
     "RunStarted",
+    "Screenshot",
     "Stage",
     "SubInfo",
     "SubscriptionError",
@@ -162,6 +167,10 @@ class Change(Base):
     record: dict[str, Any] | None = None
     old_record: dict[str, Any] | None = None
     commit_ns: int | None = None  # the row's commit timestamp (server wall clock, ns since the epoch)
+    # a browser probe's: when the DOM mutation showing the change was observed, and the next animation frame
+    # after it (when it was painted; None when none came, as in a tab Chromium does not render)
+    screen_t: int | None = None
+    frame_t: int | None = None
 
 
 @_record
@@ -263,6 +272,25 @@ class ProbeError(Base):
 
 
 @_record
+class Indicator(Base):
+    """What a browser probe's connection-status indicator (000 §3.1 Task 4) showed from ``t`` on: Live,
+    Reconnecting or Offline, stamped when the page's DOM changed (the page's clock mapped onto the run's)."""
+
+    kind: Literal["indicator"] = "indicator"
+    probe: str
+    state: Literal["Live", "Reconnecting", "Offline"]
+    visibility: str = "visible"  # the tab's document.visibilityState then
+
+
+@_record
+class Screenshot(Base):
+    kind: Literal["screenshot"] = "screenshot"
+    probe: str
+    state: str  # the indicator state it shows
+    path: str  # relative to the run directory
+
+
+@_record
 class Queued(Base):
     """A write an app could not send (it was offline) and queued locally, to send when the connection returns.
     ``key`` is its idempotency key: the row's own id for an insert, the row's natural key otherwise."""
@@ -344,7 +372,7 @@ class ProbeInfo:
     name: str
     app: str
     user: str
-    flavour: Literal["ours", "supabase-js"]
+    flavour: Literal["ours", "supabase-js", "browser"]
     original: str | None = None  # for a twin: the probe whose subscriptions it repeats
     subs: tuple[SubInfo, ...] = ()
     presence: str | None = None
@@ -397,6 +425,31 @@ class JsProbesStarted(Base):
     node: str
     probes: tuple[str, ...]
     clock_check_ns: tuple[int, int, int]  # ours before, Node's, ours after: Node's must fall between
+
+
+@_record
+class BrowserStarted(Base):
+    kind: Literal["browser_probes"] = "browser_probes"
+    browser: str  # Chromium's version
+    probes: tuple[str, ...]
+    clock_check_ns: tuple[int, int, int]  # ours before, the driver's, ours after: the driver's must fall between
+    nice: int = 0  # the driver's (and Chromium's) niceness
+    priority_capped: bool = False  # no Chromium process could lower it (CAP_SYS_NICE dropped)
+
+
+@_record
+class BrowserTab(Base):
+    """A browser probe's tab: where its page clock falls on the run's (``phase`` start: as mapped; end: measured
+    again, ``drift_ns`` since), whether Chromium shows it (``visibility``) and whether it has the focus."""
+
+    kind: Literal["browser_tab"] = "browser_tab"
+    probe: str
+    phase: Literal["start", "end"] = "start"
+    clock_error_ns: int = 0
+    drift_ns: int = 0
+    visibility: str = "visible"
+    focused: bool = False
+    front: bool = True  # the harness meant it to be in the front (False: opened behind another tab)
 
 
 @_record
@@ -488,7 +541,7 @@ class RunFinished(Base):
 Observation = Change | Broadcast | Presence
 Record = Union[  # noqa: UP007 (pydantic's discriminated union)
     Op, Queued, Conflict, QueueVerified, Change, Broadcast, Presence, System, SubscriptionError, JoinAttempt, Refetch,
-    ProbeLive, ConnState, ChannelClosed, ProbeError,
+    ProbeLive, ConnState, ChannelClosed, ProbeError, Indicator, Screenshot, BrowserStarted, BrowserTab,
     Fault, Reconnection, RunStarted, RunPlan, ClockFacts, ProbeSet, JsProbesStarted, PreflightDone, Created, Stage,
     RunError,
     Interrupted, LoopError, Cleanup, Note, RunFinished,

@@ -24,6 +24,7 @@ from harness.checks.reconnection import Recovery, Reliability, recoveries, relia
 from harness.checks.stats import stats
 from harness.records import (
     Broadcast,
+    BrowserTab,
     Change,
     Cleanup,
     ClockFacts,
@@ -48,9 +49,12 @@ from harness.records import (
     Stage,
 )
 
-__all__ = ["METRICS", "Analysis", "Delivery", "Leak", "RunFacts", "analyze"]
+__all__ = ["METRICS", "PROBE_SETS", "Analysis", "Delivery", "Leak", "RunFacts", "analyze"]
 
-METRICS = ("write_to_deliver", "commit_to_deliver")
+METRICS = ("write_to_deliver", "commit_to_deliver", "write_to_screen")
+# which probes a latency criterion judges: the protocol probes (ours and supabase-js under Node) or the browser
+# probes (supabase-js in Chromium, judged by what a person sees: write -> screen)
+PROBE_SETS = {"protocol": ("ours", "supabase-js"), "browser": ("browser",), "all": ("ours", "supabase-js", "browser")}
 
 
 @dataclass(slots=True)
@@ -112,7 +116,7 @@ class Analysis:
     wall_origin: int | None = None
     offset_ns: int = 0
     error_ns: int = 0
-    _samples: dict[tuple[str | None, str], list[float]] = field(default_factory=dict)
+    _samples: dict[tuple[str | None, str, str], list[float]] = field(default_factory=dict)
     _recoveries: list[Recovery] | None = None
     _refetched: dict[tuple[str, str], dict[str | None, list[tuple[int, dict[str, Any]]]]] | None = None
     _degraded: set[tuple[str, str]] | None = None
@@ -121,22 +125,32 @@ class Analysis:
         info = self.probes.get(probe)
         return info.flavour if info is not None else ("supabase-js" if probe.endswith("@js") else "ours")
 
-    def samples(self, group: str | None, metric: str) -> list[float]:
+    def judged_by(self, d: Delivery, probes: str) -> bool:
+        """Whether a latency criterion over ``probes`` (``PROBE_SETS``) judges this delivery."""
+        return self.flavour(d.probe) in PROBE_SETS[probes]
+
+    def samples(self, group: str | None, metric: str, probes: str = "protocol") -> list[float]:
         """Latencies in ms of first deliveries in an event group (None or "*": all groups), on a healthy network
-        (``degraded`` deliveries left out)."""
+        (``degraded`` deliveries left out), at the probes of ``probes`` (``PROBE_SETS``)."""
         if metric not in METRICS:
             raise ValueError(f"unknown latency metric {metric!r}")
-        key = (None if group in (None, "*") else group, metric)
+        if probes not in PROBE_SETS:
+            raise ValueError(f"unknown probe set {probes!r}")
+        key = (None if group in (None, "*") else group, metric, probes)
         cached = self._samples.get(key)
         if cached is not None:
             return cached
         out: list[float] = []
         for d in self.deliveries.values():
-            if not d.seen or (key[0] is not None and d.exp.group != key[0]) or self.degraded(d):
+            if not d.seen or (key[0] is not None and d.exp.group != key[0]) or self.degraded(d) \
+                    or not self.judged_by(d, probes):
                 continue
             first = d.seen[0]
             if metric == "write_to_deliver":
                 out.append((first.t - d.t_write) / 1e6)
+            elif metric == "write_to_screen":
+                if isinstance(first, Change) and first.screen_t is not None:
+                    out.append((first.screen_t - d.t_write) / 1e6)
             elif isinstance(first, Change) and first.commit_ns is not None and self.wall_origin is not None:
                 receipt_wall = self.wall_origin + first.t
                 out.append((receipt_wall - (first.commit_ns - self.offset_ns)) / 1e6)
@@ -199,9 +213,13 @@ class Analysis:
     def flavours(self) -> dict[str, Any]:
         """write->deliver per probe flavour (ours; supabase-js twins), and for each event both flavours
         received, how much later the twin stamped it than its original (the client's own cost)."""
-        groups: dict[str, list[float]] = {"ours": [], "supabase-js": []}
-        expected = {"ours": 0, "supabase-js": 0}
-        delivered = {"ours": 0, "supabase-js": 0}
+        groups: dict[str, list[float]] = {"ours": [], "supabase-js": [], "browser": []}
+        expected = {"ours": 0, "supabase-js": 0, "browser": 0}
+        delivered = {"ours": 0, "supabase-js": 0, "browser": 0}
+        behind = self.behind_tabs()
+        screen: dict[str, list[float]] = {"front": [], "behind": []}  # a browser tab's deliver -> DOM mutation
+        frame: dict[str, list[float]] = {"front": [], "behind": []}  # deliver -> the next frame painted
+        to_screen: dict[str, list[float]] = {"front": [], "behind": []}  # write -> DOM mutation
         for (_, probe), d in self.deliveries.items():
             f = self.flavour(probe)
             expected[f] += 1
@@ -209,7 +227,14 @@ class Analysis:
                 delivered[f] += 1
                 if not self.degraded(d):
                     groups[f].append((d.seen[0].t - d.t_write) / 1e6)
-        originals = {n: p.original for n, p in self.probes.items() if p.original}
+                    first = d.seen[0]
+                    if f == "browser" and isinstance(first, Change) and first.screen_t is not None:
+                        where = "behind" if probe in behind else "front"
+                        screen[where].append((first.screen_t - first.t) / 1e6)
+                        to_screen[where].append((first.screen_t - d.t_write) / 1e6)
+                        if first.frame_t is not None:
+                            frame[where].append((first.frame_t - first.t) / 1e6)
+        originals = {n: p.original for n, p in self.probes.items() if p.original and p.flavour == "supabase-js"}
         gaps = []
         for (eid, probe), d in self.deliveries.items():
             original = originals.get(probe)
@@ -223,7 +248,29 @@ class Analysis:
                              **(stats(vals, ("p50", "p95", "p99", "max")) if vals else {})}
         if gaps:
             out["twin_minus_original_ms"] = {"n": len(gaps), **stats(gaps, ("p50", "p95", "p99", "max"))}
+        if "browser" in out:
+            tabs = self.browser_tabs()
+            errors = [t.clock_error_ns / 1e6 for t in tabs if t.phase == "start"]
+            drifts = [abs(t.drift_ns) / 1e6 for t in tabs if t.phase == "end"]
+            out["browser"]["clock_error_ms"] = max(errors, default=None)
+            out["browser"]["clock_drift_ms"] = max(drifts, default=None)
+            out["browser"]["hidden_tabs"] = sum(1 for t in tabs if t.phase == "start" and t.visibility == "hidden")
+            for where in ("front", "behind"):
+                part: dict[str, Any] = {name: stats(v, ("p50", "p95", "p99", "max")) for name, v in (
+                    ("write_to_screen", to_screen[where]), ("deliver_to_screen", screen[where]),
+                    ("deliver_to_frame", frame[where])) if v}
+                if part:
+                    part["n"] = len(to_screen[where])
+                    part["unpainted"] = len(to_screen[where]) - len(frame[where])
+                    out["browser"][where] = part
         return out
+
+    def browser_tabs(self) -> list[BrowserTab]:
+        return [r for r in self.records if isinstance(r, BrowserTab)]
+
+    def behind_tabs(self) -> set[str]:
+        """Browser probes whose tab was opened behind another one."""
+        return {t.probe for t in self.browser_tabs() if t.phase == "start" and not t.front}
 
 
 def _key(e: Expectation) -> tuple[str, str, str]:

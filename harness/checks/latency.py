@@ -22,16 +22,18 @@ __all__ = ["METRICS", "STATISTICS", "judge_latency", "latency"]
 
 
 def latency(a: Analysis, group: str | None, metric: str, statistic: str, max_ms: float,
-            name: str | None = None) -> Result:
+            name: str | None = None, probes: str = "protocol") -> Result:
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}")
-    values = a.samples(group, metric)
+    values = a.samples(group, metric, probes)
     error_ms = a.error_ms if metric == "commit_to_deliver" else 0.0
     label = name or f"{group or 'all'}:{metric}"
     if not values:
-        return Result(label, None, summary=f"no {metric} samples for {group or 'any event group'}")
+        return Result(label, None, summary=f"no {metric} samples for {group or 'any event group'}"
+                                           + (f" at the {probes} probes" if probes != "protocol" else ""))
     worst = heapq.nlargest(5, (((d.latency_ns() or 0) / 1e6, eid, p) for (eid, p), d in a.deliveries.items()
-                               if d.seen and (group in (None, "*") or d.exp.group == group) and not a.degraded(d)))
+                               if d.seen and (group in (None, "*") or d.exp.group == group) and not a.degraded(d)
+                               and a.judged_by(d, probes)))
     return judge_latency(label, stats(values), len(values), metric, statistic, max_ms, error_ms,
                          [{"eid": e, "probe": p, "write_to_deliver_ms": round(ms, 1)} for ms, e, p in worst])
 

@@ -46,6 +46,9 @@ def _titles(run_dir: Path) -> dict[str, str]:
         return {}
 
 
+MAX_SCREENSHOTS = 24  # the browser probes' indicator screenshots inlined into index.html (it stays one file)
+
+
 def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, *,
                charts_dir: Path | None = None, stored_verdict: str | None = None) -> dict[str, float]:
     """``index.html`` for the run in ``run_dir`` (its environment and config read from there), written to ``out``
@@ -60,7 +63,7 @@ def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     deadlines = {ln.criterion.events: ln.criterion.max_ms for ln in v.lines
-                 if ln.criterion.kind == "latency" and ln.criterion.events != "*"}
+                 if ln.criterion.kind == "latency" and ln.criterion.events != "*" and ln.criterion.probes == "protocol"}
     f = frames_mod.build(a, deadlines)
     timings["frames"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -75,7 +78,9 @@ def write_html(run_dir: Path, a: Analysis, v: Verdict, out: Path | None = None, 
     files = [n for n in RUN_FILES if (here / n).exists() and n != out.name] + (["charts/"] if charts_dir else [])
     page = html_mod.render(v, f, charts, environment=_json(run_dir / "environment.json"),
                            config=_json(run_dir / "config.json"), titles=_titles(run_dir),
-                           stored_verdict=stored_verdict, files=files)
+                           stored_verdict=stored_verdict, files=files,
+                           screenshots=[(p.stem, p.read_bytes()) for p in
+                                        sorted((run_dir / "screenshots").glob("*.png"))[:MAX_SCREENSHOTS]])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -111,7 +111,7 @@ def latency_cdf(f: Frames, v: Verdict) -> Chart:
         _note(axes[0][0], "no latency criteria")
     for ax, ln in zip(axes.flat, lines, strict=False):
         c = ln.criterion
-        vals = np.sort(f.latencies(c.events, c.metric).to_numpy(dtype=float))
+        vals = np.sort(f.latencies(c.events, c.metric, c.probes).to_numpy(dtype=float))
         ax.set_title(f"{c.id}: {c.statistic} {c.metric.replace('_to_', '->')} (n={vals.size:,})", fontsize=9,
                      color=_color(ln))
         if not vals.size:

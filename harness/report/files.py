@@ -67,7 +67,7 @@ def write_files(out: Path, a: Analysis, v: Verdict) -> None:
     if f:
         md += ["", "## Probe flavours (write->deliver, ms)", "", "| flavour | delivered | p50 | p95 | p99 | max |",
                "|---|---|---|---|---|---|"]
-        for name in ("ours", "supabase-js"):
+        for name in ("ours", "supabase-js", "browser"):
             fl = f.get(name)
             if fl:
                 md.append(f"| {name} | {fl['delivered']}/{fl['expected']} | " + " | ".join(

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.checks import Analysis
+from harness.checks.analysis import PROBE_SETS
 from harness.checks.completeness import recovered
 from harness.checks.reconnection import MILESTONES, spans
 from harness.records import Change
@@ -55,12 +56,12 @@ class Frames:
     recoveries: pd.DataFrame
     probes: pd.DataFrame
 
-    def latencies(self, group: str | None, metric: str) -> pd.Series:
+    def latencies(self, group: str | None, metric: str, probes: str = "protocol") -> pd.Series:
         """Latencies (ms) the latency criteria judge: first deliveries on a healthy network, of one event group
-        (None or "*": all), as ``Analysis.samples``."""
+        (None or "*": all), at the probes of ``probes`` (``PROBE_SETS``), as ``Analysis.samples``."""
         ev = self.events
         col = f"{metric}_ms"
-        mask = ev["entitled"] & ~ev["degraded"] & ev[col].notna()
+        mask = ev["entitled"] & ~ev["degraded"] & ev[col].notna() & ev["flavour"].isin(PROBE_SETS[probes])
         if group not in (None, "*"):
             mask &= ev["group"] == group
         return ev.loc[mask, col]
@@ -90,7 +91,7 @@ def build(a: Analysis, deadlines_ms: Mapping[str, float] | None = None) -> Frame
     source: list[str] = []
     process: list[str] = []
     t_write, t_seen = np.full(n, np.nan), np.full(n, np.nan)
-    w2d_ms, c2d_ms = np.full(n, np.nan), np.full(n, np.nan)
+    w2d_ms, c2d_ms, w2s_ms = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     copies = np.zeros(n, dtype=np.int32)
     entitled, degraded, late = np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     outcome = np.zeros(n, dtype=np.int8)  # codes of OUTCOMES
@@ -110,6 +111,8 @@ def build(a: Analysis, deadlines_ms: Mapping[str, float] | None = None) -> Frame
             copies[i] = len(d.seen)
             if isinstance(first, Change) and first.commit_ns is not None and wall is not None:
                 c2d_ms[i] = (wall + first.t - (first.commit_ns - offset)) / 1e6
+            if isinstance(first, Change) and first.screen_t is not None:
+                w2s_ms[i] = (first.screen_t - d.t_write) / 1e6
             deadline = deadlines.get(d.exp.group)
             late[i] = deadline is not None and w2d > deadline and not bad
         elif recovered(a, d):
@@ -135,7 +138,7 @@ def build(a: Analysis, deadlines_ms: Mapping[str, float] | None = None) -> Frame
         "app": _mapped(probes, lambda p: app_of.get(p, p.split("/")[0])),
         "flavour": _mapped(probes, a.flavour),
         "entitled": entitled, "t_write_s": t_write, "t_seen_s": t_seen, "write_to_deliver_ms": w2d_ms,
-        "commit_to_deliver_ms": c2d_ms, "copies": copies, "degraded": degraded,
+        "commit_to_deliver_ms": c2d_ms, "write_to_screen_ms": w2s_ms, "copies": copies, "degraded": degraded,
         "outcome": pd.Categorical.from_codes(outcome.astype(np.int64), categories=pd.Index(list(OUTCOMES))),
         "late": late,
     })
@@ -327,7 +330,7 @@ def flavour_table(f: Frames) -> pd.DataFrame:
     network (nearest rank); and the twin's lag behind its original."""
     ev = f.events[f.events["entitled"]]
     rows = []
-    for name in ("ours", "supabase-js"):
+    for name in ("ours", "supabase-js", "browser"):
         mine = ev[ev["flavour"] == name]
         if mine.empty:
             continue

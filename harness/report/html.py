@@ -260,7 +260,7 @@ def _latency(f: Frames, v: Verdict, charts: Mapping[str, Chart]) -> str:
         c = ln.criterion
         if c.kind != "latency":
             continue
-        vals = f.latencies(c.events, c.metric)
+        vals = f.latencies(c.events, c.metric, c.probes)
         rows.append([safe(c.id), safe(c.events), safe(c.metric.replace("_to_", "->")), _num(int(vals.size)),
                      *(_num(nearest_rank(vals, q)) for q in (50, 95, 99, 100)),
                      safe(f"{c.statistic} <= {c.max_ms:g} ms"),
@@ -387,6 +387,43 @@ def _flavours(f: Frames, charts: Mapping[str, Chart]) -> str:
     return "\n".join(out)
 
 
+def _browser(v: Verdict, screenshots: Sequence[tuple[str, bytes]]) -> str:
+    """What the browser probes saw: write -> screen per tab kind, the page clocks' mapping, the indicator's
+    accuracy per fault regime, and the screenshots of each indicator state."""
+    b = v.flavours.get("browser")
+    out = ['<section id="browser"><h2>Browser probes (supabase-js in Chromium)</h2>']
+    if not b:
+        out.append('<p class=note id="no-browser">No browser probe ran in this run.</p></section>')
+        return "\n".join(out)
+    rows = []
+    for side, label in (("front", "tabs in front"), ("behind", "tabs behind another (unfocused)")):
+        part = b.get(side) or {}
+        for metric in ("write_to_screen", "deliver_to_screen", "deliver_to_frame"):
+            fig = part.get(metric)
+            if fig:
+                rows.append([safe(f"{label}: {metric.replace('_to_', '->')}"), _num(int(part.get("n", 0))),
+                             *(_num(float(fig[s]), 2) for s in ("p50", "p95", "p99", "max"))])
+    out.append(table_html("browser-table", ["", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows,
+                          num=(1, 2, 3, 4, 5)))
+    err, drift = b.get("clock_error_ms"), b.get("clock_drift_ms")
+    out.append(f"<p>Page clocks (performance.now) placed on the harness's monotonic clock to within +/- "
+               f"{_num(float(err), 3) if err is not None else '?'} ms (the fastest round trip's half, plus the page "
+               f"clock's resolution); drift by the end {_num(float(drift), 3) if drift is not None else '?'} ms. "
+               f"Tabs Chromium reported hidden: {int(b.get('hidden_tabs', 0))} (headless Chromium renders every tab: a "
+               f"tab behind another is unfocused, not throttled).</p>")
+    ind = [ln for ln in v.lines if ln.criterion.kind == "indicator"]
+    if ind:
+        irows = [[safe(ln.criterion.id), safe(ln.criterion.regime), safe(ln.result.summary)] for ln in ind]
+        out.append(table_html("indicator-table", ["criterion", "regime", "indicator against the fault proxy"], irows))
+    if screenshots:
+        out.append("<h3>The probe page in each indicator state (screenshots/ in the run directory)</h3><div class=shots>"
+                   + "".join(f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+                             f'alt="{safe(name)}" width="300"><figcaption>{safe(name)}</figcaption></figure>'
+                             for name, png in screenshots) + "</div>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
 def _faults(f: Frames) -> str:
     ft = f.faults
     out = ['<section id="faults"><h2>Faults</h2>']
@@ -414,12 +451,13 @@ def _kv(tid: str, title: str, data: Mapping[str, Any], note: str) -> str:
 
 def render(v: Verdict, f: Frames, charts: Sequence[Chart], *, environment: Mapping[str, Any],
            config: Mapping[str, Any], titles: Mapping[str, str] | None = None, stored_verdict: str | None = None,
-           files: Sequence[str] = ()) -> str:
+           files: Sequence[str] = (), screenshots: Sequence[tuple[str, bytes]] = ()) -> str:
     """The whole page."""
     titles = titles or {}
     by_name = {c.name: c for c in charts}
     sections = [_why(v), _criteria(v, titles), _latency(f, v, by_name), _delivery(f, by_name),
-                _reconnection(f, v, by_name), _flavours(f, by_name), _faults(f),
+                _reconnection(f, v, by_name), _flavours(f, by_name), _browser(v, screenshots),
+                _faults(f),
                 '<section id="environment"><h2>Environment and config</h2><div class="pair">'
                 + _kv("environment-table", "Environment (versions, commit, machine)", environment,
                       "no environment.json in the run directory")
@@ -427,7 +465,8 @@ def render(v: Verdict, f: Frames, charts: Sequence[Chart], *, environment: Mappi
                 + "</div></section>"]
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("verdict", "Verdict"), ("criteria", "Criteria"), ("latency", "Latency"), ("delivery", "Delivery"),
-        ("reconnection", "Reconnection"), ("flavours", "Probes"), ("faults", "Faults"), ("environment", "Environment")))
+        ("reconnection", "Reconnection"), ("flavours", "Probes"), ("browser", "Browser"), ("faults", "Faults"),
+        ("environment", "Environment")))
     listed = "".join(f'<li><a href="{html.escape(n)}">{html.escape(n)}</a></li>' for n in files)
     foot = (f'<section id="files" class="noprint"><h2>Files of this run</h2><ul>{listed}</ul></section>'
             if files else "")

@@ -17,7 +17,8 @@ __all__ = ["UNITS", "fmt", "headline", "limit_text", "markdown_summary", "measur
 
 # the unit of each kind's measured figure (the Result's value)
 UNITS = {"latency": "ms", "reconnection": "ms", "completeness": "%", "reliability": "%", "leaks": "leaks",
-         "ordering": "sequences out of order", "offline_sync": "queued writes wrong", "run": ""}
+         "ordering": "sequences out of order", "offline_sync": "queued writes wrong", "indicator": "s longest lag",
+         "run": ""}
 
 
 def fmt(v: Any) -> str:
@@ -60,6 +61,9 @@ def limit_text(c: Criterion) -> str:
         return "every row's changes in commit order"
     if c.kind == "offline_sync":
         return "each queued write applied once"
+    if c.kind == "indicator":
+        extra = " (+ the client's detection time)" if c.regime == "blackhole" else ""
+        return f"leaves Live{extra} and is Live again, each <= {c.max_ms:g} ms, after a {c.regime} fault"
     return ""
 
 
@@ -106,7 +110,7 @@ def markdown_summary(v: Verdict, *, where: str = "", notes: Sequence[str] = (), 
         out += ["", "### Why not GO", ""]
         out += [f"- **{ln.criterion.id}**: {_md(ln.result.summary)}" for ln in failing]
     f = v.flavours
-    rows = [(name, f[name]) for name in ("ours", "supabase-js") if f.get(name) and "p99" in f[name]]
+    rows = [(name, f[name]) for name in ("ours", "supabase-js", "browser") if f.get(name) and "p99" in f[name]]
     if rows:
         out += ["", "| probes | delivered live | p50 | p99 |", "|---|---|---|---|"]
         out += [f"| {name} | {fl['delivered']}/{fl['expected']} | {fmt(fl['p50'])} ms | {fmt(fl['p99'])} ms |"

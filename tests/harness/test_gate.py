@@ -19,9 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness.browser import browser_unavailable
 from harness.checks import analyze
 from harness.checks.completeness import recovered
 from harness.criteria import Verdict, load_criteria
+from harness.flows import BrowserPlan
 from harness.gate import run_gate
 from harness.history import read_history
 from harness.records import ChannelClosed, Interrupted, RunFinished
@@ -33,11 +35,13 @@ CRITERIA = load_criteria()
 ANON, SERVICE = jwt.make_api_key("anon", "k" * 40), jwt.make_api_key("service_role", "k" * 40)
 
 
-def gate(stack: EmbeddedStack, tmp: Path, skip_preflight: bool = False, faults: bool = False) -> tuple[Verdict, Path]:
+def gate(stack: EmbeddedStack, tmp: Path, skip_preflight: bool = False, faults: bool = False,
+         browser: bool = False) -> tuple[Verdict, Path]:
     """One gate run; the negative controls break the flows, so they run without the fault phase (which has its
-    own controls in test_resilience_controls.py)."""
+    own controls in test_resilience_controls.py) and without browser probes (their own in test_browser.py)."""
     r = run_gate(stack.target(), CRITERIA, tmp, rounds=1, settle_s=CRITERIA.settle_floor_s(),
-                 skip_preflight=skip_preflight, quiet=True, faults=faults, stack=stack)
+                 skip_preflight=skip_preflight, quiet=True, faults=faults, stack=stack,
+                 browser=BrowserPlan() if browser else None)
     return r.verdict, r.run_dir
 
 
@@ -57,11 +61,17 @@ def break_db(stack: EmbeddedStack, statements: str) -> None:
 
 
 def test_healthy_stack_is_go_and_the_run_directory_is_complete(fresh: EmbeddedStack, tmp_path: Path) -> None:
-    # the gate as a user runs it: with its fault phase (reset, a black hole of 53 s, the phone offline, churn)
-    v, run_dir = gate(fresh, tmp_path, faults=True)
+    # the gate as a user runs it: with its fault phase (reset, a black hole of 53 s, the phone offline, churn), and
+    # with browser probes (Chromium is installed by .ci/setup: without it this fails, naming the fix)
+    assert browser_unavailable() is None, browser_unavailable()
+    v, run_dir = gate(fresh, tmp_path, faults=True, browser=True)
     assert v.go, failing(v)
     assert not v.skipped and {ln.criterion.id for ln in v.lines} >= {"reconnect_reset", "reconnect_blackhole",
-                                                                    "connection_reliability", "offline_sync"}
+                                                                    "connection_reliability", "offline_sync",
+                                                                    "order_on_screen", "status_on_screen",
+                                                                    "indicator_reset", "indicator_blackhole"}
+    assert v.flavours["browser"]["delivered"] > 0 and v.flavours["browser"]["front"]["write_to_screen"]["max"] > 0
+    assert {p.name.rsplit("-", 1)[1] for p in (run_dir / "screenshots").glob("*.png")} >= {"Offline.png", "Live.png"}
     for name in ("history.jsonl", "config.json", "environment.json", "criteria.toml", "results.json", "verdict.md",
                  "junit.xml", "charts/latency_cdf.png", "charts/delivery_matrix.png", "charts/latency_over_time.png"):
         assert (run_dir / name).is_file(), name
