@@ -73,6 +73,7 @@ class ChangeDispatcher:
         self._tables_at = 0.0
         self._set_plans: dict[tuple[str, str], SetPlan] = {}
         self._told: set[tuple[str, str, str]] = set()  # (schema, table, reason) already logged
+        self._planned: dict[tuple[str, str, str], bool] = {}  # (set checker, role, claims) -> plannable
         self.rls_sets = os.environ.get("ZORA_REALTIME_RLS", "sets") != "per-identity"
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
         self.set_checks = 0  # changes decided by the set-based query alone (for tests)
@@ -166,6 +167,23 @@ class ChangeDispatcher:
                 log.info("RLS on %s.%s is checked per subscriber identity: %s", schema, table, plan.reason)
         return plan
 
+    async def _plannable(self, conn: psycopg.AsyncConnection, function: str, change: Change,
+                         identities: list[tuple[str, str]]) -> list[bool]:
+        """Whether PostgreSQL can plan a query on the table under each identity (realtime.zora_plan_probe):
+        asked once per identity and set checker (the answer depends on the policies and claims only)."""
+        if len(self._planned) > 200_000:
+            self._planned.clear()
+        new = [i for i, ident in enumerate(identities) if (function, *ident) not in self._planned]
+        if new:
+            cur = await conn.execute("select realtime.zora_plan_probe(%s::regclass, %s::jsonb)",
+                                     (sql.Identifier(change.schema, change.table).as_string(conn),
+                                      _identities_json([identities[i] for i in new])))
+            got = await cur.fetchone()
+            failed = set(got[0] or ()) if got else set(range(len(new)))
+            for j, i in enumerate(new):
+                self._planned[(function, *identities[i])] = j not in failed
+        return [self._planned[(function, *ident)] for ident in identities]
+
     async def _visible(self, conn: psycopg.AsyncConnection, tx: Transaction, change: Change, info: TableInfo,
                        row: dict[str, Any], identities: list[tuple[str, str]], check_rows: bool
                        ) -> tuple[dict[str, Any], set[int]] | None:
@@ -177,12 +195,17 @@ class ChangeDispatcher:
         if self.rls_sets and check_rows and info.rls_enabled and identities:
             plan = await self._set_plan(conn, change.schema, change.table, info)
             if plan.function:
+                planned = await self._plannable(conn, plan.function, change, identities)
+                # an identity PostgreSQL cannot even plan a query for sees nothing (its own query would fail);
+                # the per-identity checker's answer for it depends on what it planned before (cached plans)
+                sure = [i for i in todo if planned[i]]
                 cur = await conn.execute(
                     sql.SQL("select rec, visible, unsure from {}(%s::jsonb, %s::jsonb, %s)").format(
-                        sql.SQL(plan.function)), (row_json, _identities_json(identities), tx.xid))
+                        sql.SQL(plan.function)), (row_json, _identities_json([identities[i] for i in sure]), tx.xid))
                 got = await cur.fetchone()
                 if got is not None and got[1] is not None:
-                    rec, visible, todo = got[0], set(got[1]), list(got[2] or ())
+                    rec, visible = got[0], {sure[i] for i in got[1]}
+                    todo = [sure[i] for i in got[2] or ()]
                     if not todo:
                         self.set_checks += 1
                         return rec, visible

@@ -44,26 +44,26 @@ AUTH_HELPERS: dict[str, tuple[str, str]] = {
     "jwt": (
         "select coalesce( nullif(current_setting('request.jwt.claim', true), ''),"
         " nullif(current_setting('request.jwt.claims', true), '') )::jsonb",
-        f"(pg_catalog.coalesce(pg_catalog.nullif(pg_catalog.current_setting('request.jwt.claim', true), ''),"
-        f" pg_catalog.nullif({_CLAIMS}, ''))::jsonb)",
+        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim', true), ''),"
+        f" nullif({_CLAIMS}, ''))::jsonb)",
     ),
     "uid": (
         "select coalesce( nullif(current_setting('request.jwt.claim.sub', true), ''),"
         " (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub') )::uuid",
-        f"(pg_catalog.coalesce(pg_catalog.nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),"
-        f" (pg_catalog.nullif({_CLAIMS}, '')::jsonb ->> 'sub'))::uuid)",
+        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),"
+        f" (nullif({_CLAIMS}, '')::jsonb ->> 'sub'))::uuid)",
     ),
     "role": (
         "select coalesce( nullif(current_setting('request.jwt.claim.role', true), ''),"
         " (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role') )::text",
-        f"(pg_catalog.coalesce(pg_catalog.nullif(pg_catalog.current_setting('request.jwt.claim.role', true), ''),"
-        f" (pg_catalog.nullif({_CLAIMS}, '')::jsonb ->> 'role'))::text)",
+        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.role', true), ''),"
+        f" (nullif({_CLAIMS}, '')::jsonb ->> 'role'))::text)",
     ),
     "email": (
         "select coalesce( nullif(current_setting('request.jwt.claim.email', true), ''),"
         " (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email') )::text",
-        f"(pg_catalog.coalesce(pg_catalog.nullif(pg_catalog.current_setting('request.jwt.claim.email', true), ''),"
-        f" (pg_catalog.nullif({_CLAIMS}, '')::jsonb ->> 'email'))::text)",
+        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.email', true), ''),"
+        f" (nullif({_CLAIMS}, '')::jsonb ->> 'email'))::text)",
     ),
 }
 CURRENT_SETTING_OIDS = frozenset({2077, 3294})  # current_setting(text), current_setting(text, boolean)
