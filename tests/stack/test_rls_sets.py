@@ -57,6 +57,10 @@ ATOMS = [
     "'vip' = any(tags)",
     "coalesce(auth.email(), '') like '%@example.test'",
     "case when auth.role() = 'anon' then open else level > 1 end",
+    "greatest(level, 1) > 1 and tags[1] = 'vip'",
+    "team in ('red', 'blue') and open is true",
+    "array['red', (auth.jwt() -> 'app_metadata' ->> 'team')] @> array[team]",
+    "nullif(auth.jwt() ->> 'email', 'a@example.test') is not null",
 ]
 
 
