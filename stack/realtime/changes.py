@@ -74,6 +74,8 @@ class ChangeDispatcher:
         self._set_plans: dict[tuple[str, str], SetPlan] = {}
         self._told: set[tuple[str, str, str]] = set()  # (schema, table, reason) already logged
         self._planned: dict[tuple[str, str, str], bool] = {}  # (set checker, role, claims) -> plannable
+        self._to_probe: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (set checker, table) -> identities
+        self._prober: asyncio.Task[None] | None = None
         self.rls_sets = os.environ.get("ZORA_REALTIME_RLS", "sets") != "per-identity"
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
         self.set_checks = 0  # changes decided by the set-based query alone (for tests)
@@ -93,6 +95,8 @@ class ChangeDispatcher:
         return self._conn
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
         async with self._lock:
             await self._drop_connection()
 
@@ -167,22 +171,42 @@ class ChangeDispatcher:
                 log.info("RLS on %s.%s is checked per subscriber identity: %s", schema, table, plan.reason)
         return plan
 
-    async def _plannable(self, conn: psycopg.AsyncConnection, function: str, change: Change,
-                         identities: list[tuple[str, str]]) -> list[bool]:
+    def _plannable(self, function: str, entity: str, identities: list[tuple[str, str]]) -> list[bool]:
         """Whether PostgreSQL can plan a query on the table under each identity (realtime.zora_plan_probe):
-        asked once per identity and set checker (the answer depends on the policies and claims only)."""
-        if len(self._planned) > 200_000:
-            self._planned.clear()
-        new = [i for i, ident in enumerate(identities) if (function, *ident) not in self._planned]
-        if new:
-            cur = await conn.execute("select realtime.zora_plan_probe(%s::regclass, %s::jsonb)",
-                                     (sql.Identifier(change.schema, change.table).as_string(conn),
-                                      _identities_json([identities[i] for i in new])))
-            got = await cur.fetchone()
-            failed = set(got[0] or ()) if got else set(range(len(new)))
-            for j, i in enumerate(new):
-                self._planned[(function, *identities[i])] = j not in failed
-        return [self._planned[(function, *ident)] for ident in identities]
+        asked once per identity and set checker (the answer depends on the policies and claims only), in the
+        background between changes; an identity not asked yet is checked per identity meanwhile."""
+        known = []
+        for ident in identities:
+            ok = self._planned.get((function, *ident))
+            if ok is None:
+                self._to_probe.setdefault((function, entity), set()).add(ident)
+            known.append(bool(ok))
+        if self._to_probe and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+        return known
+
+    async def _probe(self) -> None:
+        while self._to_probe:
+            key = next(iter(self._to_probe))
+            function, entity = key
+            batch = [self._to_probe[key].pop() for _ in range(min(100, len(self._to_probe[key])))]
+            if not self._to_probe[key]:
+                del self._to_probe[key]
+            try:
+                async with self._lock:
+                    conn = await self._connection()
+                    cur = await conn.execute("select realtime.zora_plan_probe(%s::regclass, %s::jsonb)",
+                                             (entity, _identities_json(batch)))
+                    got = await cur.fetchone()
+            except psycopg.Error as e:  # asked again on their next change
+                log.info("could not probe identities: %s", str(e).strip().splitlines()[:1])
+                continue
+            failed = set(got[0] or ()) if got else set(range(len(batch)))
+            if len(self._planned) > 200_000:
+                self._planned.clear()
+            for j, ident in enumerate(batch):
+                self._planned[(function, *ident)] = j not in failed
+            await asyncio.sleep(0)  # let a change in between
 
     async def _visible(self, conn: psycopg.AsyncConnection, tx: Transaction, change: Change, info: TableInfo,
                        row: dict[str, Any], identities: list[tuple[str, str]], check_rows: bool
@@ -195,17 +219,19 @@ class ChangeDispatcher:
         if self.rls_sets and check_rows and info.rls_enabled and identities:
             plan = await self._set_plan(conn, change.schema, change.table, info)
             if plan.function:
-                planned = await self._plannable(conn, plan.function, change, identities)
+                entity = sql.Identifier(change.schema, change.table).as_string(conn)
+                planned = self._plannable(plan.function, entity, identities)
                 # an identity PostgreSQL cannot even plan a query for sees nothing (its own query would fail);
                 # the per-identity checker's answer for it depends on what it planned before (cached plans)
                 sure = [i for i in todo if planned[i]]
+                unknown = [i for i in todo if (plan.function, *identities[i]) not in self._planned]
                 cur = await conn.execute(
                     sql.SQL("select rec, visible, unsure from {}(%s::jsonb, %s::jsonb, %s)").format(
                         sql.SQL(plan.function)), (row_json, _identities_json([identities[i] for i in sure]), tx.xid))
                 got = await cur.fetchone()
                 if got is not None and got[1] is not None:
                     rec, visible = got[0], {sure[i] for i in got[1]}
-                    todo = [sure[i] for i in got[2] or ()]
+                    todo = sorted(unknown + [sure[i] for i in got[2] or ()])
                     if not todo:
                         self.set_checks += 1
                         return rec, visible
@@ -231,7 +257,9 @@ class ChangeDispatcher:
                 conn = await self._connection()
                 for s in subs:
                     if s.schema != "*" and s.table != "*":
-                        await self._table(conn, s.schema, s.table)
+                        info = await self._table(conn, s.schema, s.table)
+                        if self.rls_sets and info.rls_enabled:
+                            await self._set_plan(conn, s.schema, s.table, info)
             except psycopg.Error as e:  # the first change will try again
                 log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
                 await self._drop_connection()

@@ -38,32 +38,29 @@ from psycopg import sql
 __all__ = ["SetPlan", "plan_table", "rewrite_claims"]
 
 # the auth helpers as stack/sql/000_supabase_base.sql defines them, by name: (prosrc, the same expression
-# with the claims read from the identity's row instead of request.jwt.claims)
+# reading the identity's claims: zora_c.zora_jwt is its claims as jsonb, zora_c.zora_claims as text, the
+# zora_l_* variables the legacy per-claim settings, read once per call since they are the session's)
 _CLAIMS = "zora_c.zora_claims"
 AUTH_HELPERS: dict[str, tuple[str, str]] = {
     "jwt": (
         "select coalesce( nullif(current_setting('request.jwt.claim', true), ''),"
         " nullif(current_setting('request.jwt.claims', true), '') )::jsonb",
-        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim', true), ''),"
-        f" nullif({_CLAIMS}, ''))::jsonb)",
+        "(coalesce(zora_l_claim::jsonb, zora_c.zora_jwt))",
     ),
     "uid": (
         "select coalesce( nullif(current_setting('request.jwt.claim.sub', true), ''),"
         " (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub') )::uuid",
-        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),"
-        f" (nullif({_CLAIMS}, '')::jsonb ->> 'sub'))::uuid)",
+        "(coalesce(zora_l_sub, zora_c.zora_jwt ->> 'sub')::uuid)",
     ),
     "role": (
         "select coalesce( nullif(current_setting('request.jwt.claim.role', true), ''),"
         " (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role') )::text",
-        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.role', true), ''),"
-        f" (nullif({_CLAIMS}, '')::jsonb ->> 'role'))::text)",
+        "(coalesce(zora_l_role, zora_c.zora_jwt ->> 'role')::text)",
     ),
     "email": (
         "select coalesce( nullif(current_setting('request.jwt.claim.email', true), ''),"
         " (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email') )::text",
-        f"(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.email', true), ''),"
-        f" (nullif({_CLAIMS}, '')::jsonb ->> 'email'))::text)",
+        "(coalesce(zora_l_email, zora_c.zora_jwt ->> 'email')::text)",
     ),
 }
 CURRENT_SETTING_OIDS = frozenset({2077, 3294})  # current_setting(text), current_setting(text, boolean)
@@ -209,6 +206,11 @@ async def _judge(conn: psycopg.AsyncConnection, oid: int, policies: list[_Policy
             return f"{label} is volatile", {}, [], []
         elif vol == "s" and _UNSAFE_STABLE.search(str(name)):
             return f"{label} may depend on the current role or settings", {}, [], []
+    cur = await conn.execute("select a.attrelid::regclass::text from pg_catalog.pg_attribute a where a.attrelid = any(%s)"
+                             " and a.attname::text like 'zora\\_%%' limit 1", (sorted(rels | {oid}),))
+    clash = await cur.fetchone()
+    if clash:  # the generated query's own names start with zora_
+        return f"{clash[0]} has a column whose name starts with zora_", {}, [], []
     rels.discard(oid)
     if oid in _ints(r":relid (\d+)", " ".join(p.tree or "" for p in policies)):
         return "a policy reads its own table (its RLS would apply again)", {}, [], []
@@ -306,6 +308,10 @@ returns table (rec jsonb, visible int[], unsure int[]) language plpgsql set sear
 #variable_conflict use_column
 declare
     zora_r {entity};
+    zora_l_claim text := nullif(pg_catalog.current_setting('request.jwt.claim', true), '');
+    zora_l_sub text := nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), '');
+    zora_l_role text := nullif(pg_catalog.current_setting('request.jwt.claim.role', true), '');
+    zora_l_email text := nullif(pg_catalog.current_setting('request.jwt.claim.email', true), '');
 begin{guard}
     zora_r := pg_catalog.jsonb_populate_record(null::{entity}, wal_record);
     rec := pg_catalog.to_jsonb(zora_r);
@@ -317,8 +323,11 @@ begin{guard}
     end if;
     begin
         perform pg_catalog.set_config('role', 'zora_rls_sets', true);
-        with zora_c as (
-            select e.value ->> 0 as zora_role, (e.value -> 1)::text as zora_claims, (e.ordinality - 1)::int as zora_i
+        with zora_row as materialized (  -- the row, read once
+            select * from {entity} as {alias} where {pk_cond}
+        ), zora_c as (
+            select e.value ->> 0 as zora_role, e.value -> 1 as zora_jwt, (e.value -> 1)::text as zora_claims,
+                   (e.ordinality - 1)::int as zora_i
             from pg_catalog.jsonb_array_elements(identities) with ordinality e
             where e.value ->> 0 is not null
         ), zora_ro as materialized (
@@ -338,8 +347,8 @@ begin{guard}
         from zora_c join zora_ro on zora_ro.zora_rn = zora_c.zora_role
         left join lateral (
             select true as zora_found, {v_cols}
-            from {entity} as {alias}
-            where {pk_cond} and zora_ro.zora_ok and zora_ro.zora_may
+            from zora_row as {alias}
+            where zora_ro.zora_ok and zora_ro.zora_may
             offset 0  -- not pulled up: every applicable policy is evaluated, an error fails the whole query
         ) zora_e on true;
         perform pg_catalog.set_config('role', 'none', true);

@@ -124,6 +124,9 @@ async def _both(dsn: str, stack: EmbeddedStack, pols: list[tuple[bool, str, str]
             info = await d._table(conn, "public", "rls_prop")
         plan = await sets._set_plan(await sets._connection(), "public", "rls_prop", info)
         assert plan.function, plan.reason  # every generated policy is one the rewrite must accept
+        sets._plannable(plan.function, TABLE, identities)  # probed in the background, as the dispatcher does
+        assert sets._prober is not None
+        await sets._prober
         for i in range(len(data) + 1):  # the last id is a row that does not exist
             got = []
             for d in (sets, per_identity):
