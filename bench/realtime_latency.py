@@ -1,7 +1,7 @@
 """Commit -> deliver latency of the embedded realtime server, beside Supabase's published figures.
 
     .venv/bin/python bench/realtime_latency.py [--quick] [--mode streaming|hosted-polling]
-        [--shape all|supabase] [--rls sets|per-identity]
+        [--shape all|supabase|grouped|every-row] [--rls sets|per-identity]
 
 What runs where (so the load generator is not what we measure):
 * the stack (`zora-harness stack up`) in its own process: HTTP, realtime, WAL reader;
@@ -244,21 +244,23 @@ def verdict(ours: float, goal: float) -> str:
     return f"goal <= {goal:.0f} ms: met" if ours <= goal else f"goal <= {goal:.0f} ms: MISSED by {ours - goal:.0f} ms"
 
 
-async def supabase_shape(stack: BenchStack, secs: float) -> None:
-    for n, rate, theirs in SUPABASE_SHAPE:
-        r = await scenario(stack, n, False, rate, secs, groups=5)
-        print(row(f"{n} RLS subscribers, 5 groups, {rate}/s", r,
-                  f"| Supabase p95 {theirs:.0f} ms, ours {r['p95']:.0f} ms, {verdict(r['p95'], theirs / 5)}"))
-    r = await scenario(stack, 500, False, 50, secs)
-    print(row("500 RLS subscribers, every row, 50/s", r, f"| p99 {verdict(r['p99'], 250)}"))
+async def supabase_shape(stack: BenchStack, secs: float, shape: str = "supabase") -> None:
+    if shape in ("supabase", "grouped"):
+        for n, rate, theirs in SUPABASE_SHAPE:
+            r = await scenario(stack, n, False, rate, secs, groups=5)
+            print(row(f"{n} RLS subscribers, 5 groups, {rate}/s", r,
+                      f"| Supabase p95 {theirs:.0f} ms, ours {r['p95']:.0f} ms, {verdict(r['p95'], theirs / 5)}"))
+    if shape in ("supabase", "every-row"):
+        r = await scenario(stack, 500, False, 50, secs)
+        print(row("500 RLS subscribers, every row, 50/s", r, f"| p99 {verdict(r['p99'], 250)}"))
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (CI smoke)")
     ap.add_argument("--mode", default="streaming", choices=("streaming", "hosted-polling"))
-    ap.add_argument("--shape", default="all", choices=("all", "supabase"),
-                    help="supabase: only Supabase's published shape and the every-subscriber shape")
+    ap.add_argument("--shape", default="all", choices=("all", "supabase", "grouped", "every-row"),
+                    help="supabase: only Supabase's published shape (grouped) and the every-subscriber shape")
     ap.add_argument("--rls", default="sets", choices=("sets", "per-identity"),
                     help="the stack's RLS check (ZORA_REALTIME_RLS): set-based where safe, or per identity")
     args = ap.parse_args()
@@ -270,8 +272,8 @@ async def main() -> None:
         print(f"realtime commit->deliver latency, mode={args.mode}, rls={args.rls}, {os.cpu_count()} cores"
               f" (load average {load:.1f} at start: other work on the machine shares them), ms")
         print(f"  {'scenario':<44} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  {'delivered':>9}  rate")
-        if args.shape == "supabase":
-            await supabase_shape(stack, secs)
+        if args.shape != "all":
+            await supabase_shape(stack, secs, args.shape)
             return
         r = await scenario(stack, 1, True, 50, secs)
         print(row("1 subscriber, 50 changes/s", r))
