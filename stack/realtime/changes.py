@@ -76,6 +76,7 @@ class ChangeDispatcher:
         self._planned: dict[tuple[str, str, str], bool] = {}  # (set checker, role, claims) -> plannable
         self._to_probe: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (set checker, table) -> identities
         self._prober: asyncio.Task[None] | None = None
+        self._splits: dict[str, tuple[tuple[tuple[str, str], ...], list[int], list[int], str]] = {}
         self.rls_sets = os.environ.get("ZORA_REALTIME_RLS", "sets") != "per-identity"
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
         self.set_checks = 0  # changes decided by the set-based query alone (for tests)
@@ -185,6 +186,25 @@ class ChangeDispatcher:
             self._prober = asyncio.get_running_loop().create_task(self._probe())
         return known
 
+    def _split(self, function: str, change: Change, identities: list[tuple[str, str]]
+               ) -> tuple[list[int], list[int], str]:
+        """The identities the set checker decides (and their JSON), and those not probed yet (checked per
+        identity). An identity PostgreSQL cannot even plan a query for is in neither: it sees nothing (its own
+        query would fail; the per-identity checker's answer for it depends on the plans it cached before).
+        The last answer per checker is kept: consecutive changes mostly have the same subscribers."""
+        key = tuple(identities)
+        last = self._splits.get(function)
+        if last is not None and last[0] == key:
+            return last[1], last[2], last[3]
+        entity = sql.Identifier(change.schema, change.table).as_string(None)
+        planned = self._plannable(function, entity, identities)
+        sure = [i for i in range(len(identities)) if planned[i]]
+        unknown = [i for i in range(len(identities)) if (function, *identities[i]) not in self._planned]
+        out = (sure, unknown, _identities_json([identities[i] for i in sure]))
+        if not unknown:
+            self._splits[function] = (key, *out)
+        return out
+
     async def _probe(self) -> None:
         while self._to_probe:
             key = next(iter(self._to_probe))
@@ -204,6 +224,7 @@ class ChangeDispatcher:
             failed = set(got[0] or ()) if got else set(range(len(batch)))
             if len(self._planned) > 200_000:
                 self._planned.clear()
+                self._splits.clear()
             for j, ident in enumerate(batch):
                 self._planned[(function, *ident)] = j not in failed
             await asyncio.sleep(0)  # let a change in between
@@ -219,15 +240,10 @@ class ChangeDispatcher:
         if self.rls_sets and check_rows and info.rls_enabled and identities:
             plan = await self._set_plan(conn, change.schema, change.table, info)
             if plan.function:
-                entity = sql.Identifier(change.schema, change.table).as_string(conn)
-                planned = self._plannable(plan.function, entity, identities)
-                # an identity PostgreSQL cannot even plan a query for sees nothing (its own query would fail);
-                # the per-identity checker's answer for it depends on what it planned before (cached plans)
-                sure = [i for i in todo if planned[i]]
-                unknown = [i for i in todo if (plan.function, *identities[i]) not in self._planned]
+                sure, unknown, sure_json = self._split(plan.function, change, identities)
                 cur = await conn.execute(
                     sql.SQL("select rec, visible, unsure from {}(%s::jsonb, %s::jsonb, %s)").format(
-                        sql.SQL(plan.function)), (row_json, _identities_json([identities[i] for i in sure]), tx.xid))
+                        sql.SQL(plan.function)), (row_json, sure_json, tx.xid))
                 got = await cur.fetchone()
                 if got is not None and got[1] is not None:
                     rec, visible = got[0], {sure[i] for i in got[1]}
