@@ -76,6 +76,8 @@ class ChangeDispatcher:
         self._planned: dict[tuple[str, str, str], bool] = {}  # (set checker, role, claims) -> plannable
         self._to_probe: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (set checker, table) -> identities
         self._prober: asyncio.Task[None] | None = None
+        self._sweep_tables: set[tuple[str, str]] = set()  # joined since the last sweep
+        self._sweeper: asyncio.Task[None] | None = None
         self._splits: dict[str, tuple[tuple[tuple[str, str], ...], list[int], list[int], str]] = {}
         self.rls_sets = os.environ.get("ZORA_REALTIME_RLS", "sets") != "per-identity"
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
@@ -96,8 +98,9 @@ class ChangeDispatcher:
         return self._conn
 
     async def close(self) -> None:
-        if self._prober is not None:
-            self._prober.cancel()
+        for task in (self._prober, self._sweeper):
+            if task is not None:
+                task.cancel()
         async with self._lock:
             await self._drop_connection()
 
@@ -205,6 +208,17 @@ class ChangeDispatcher:
             self._splits[function] = (key, *out)
         return out
 
+    async def _sweep(self) -> None:
+        """Shortly after a burst of joins, probe the identities subscribed to the tables they joined, so
+        their first change is decided by the set query (a join's own bindings exist once it is answered)."""
+        await asyncio.sleep(0.05)
+        while self._sweep_tables:
+            schema, table = self._sweep_tables.pop()
+            plan = self._set_plans.get((schema, table))
+            if plan is not None and plan.function:
+                idents = list({b.channel.identity(): None for b in self.hub._by_table.get((schema, table), ())})
+                self._plannable(plan.function, sql.Identifier(schema, table).as_string(None), idents)
+
     async def _probe(self) -> None:
         while self._to_probe:
             key = next(iter(self._to_probe))
@@ -276,6 +290,9 @@ class ChangeDispatcher:
                         info = await self._table(conn, s.schema, s.table)
                         if self.rls_sets and info.rls_enabled:
                             await self._set_plan(conn, s.schema, s.table, info)
+                            self._sweep_tables.add((s.schema, s.table))
+                if self._sweep_tables and (self._sweeper is None or self._sweeper.done()):
+                    self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
             except psycopg.Error as e:  # the first change will try again
                 log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
                 await self._drop_connection()
