@@ -1,7 +1,7 @@
 """Commit -> deliver latency of the embedded realtime server, beside Supabase's published figures.
 
     .venv/bin/python bench/realtime_latency.py [--quick] [--mode streaming|hosted-polling]
-        [--shape all|supabase|grouped|every-row] [--rls sets|per-identity]
+        [--shape all|supabase|grouped|every-row] [--rls sets|per-identity] [--compare ROUNDS]
 
 What runs where (so the load generator is not what we measure):
 * the stack (`zora-harness stack up`) in its own process: HTTP, realtime, WAL reader;
@@ -255,6 +255,32 @@ async def supabase_shape(stack: BenchStack, secs: float, shape: str = "supabase"
         print(row("500 RLS subscribers, every row, 50/s", r, f"| p99 {verdict(r['p99'], 250)}"))
 
 
+async def compare(mode: str, secs: float, rounds: int) -> None:
+    stacks = {}
+    for rls in ("per-identity", "sets"):
+        os.environ["ZORA_REALTIME_RLS"] = rls
+        stacks[rls] = BenchStack(mode)
+    try:
+        print(f"per-identity vs set-based RLS, alternating on two stacks, mode={mode}, {os.cpu_count()} cores"
+              f" (load average {os.getloadavg()[0]:.1f}: other work shares them; compare within a pair), ms")
+        print(f"  {'scenario':<44} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  {'delivered':>9}  rate")
+        shapes = [(n, rate, theirs, 5) for n, rate, theirs in SUPABASE_SHAPE] + [(500, 50, 0.0, 0)]
+        for k in range(rounds):
+            for n, rate, theirs, groups in shapes:
+                got = {}
+                for rls, st in stacks.items():
+                    got[rls] = r = await scenario(st, n, False, rate, secs, groups=groups)
+                    label = f"{n} subs, {'5 groups' if groups else 'every row'}, {rate}/s, {rls}"
+                    goal = (f"| Supabase p95 {theirs:.0f} ms, {verdict(r['p95'], theirs / 5)}" if groups
+                            else f"| p99 {verdict(r['p99'], 250)}")
+                    print(row(label, r, goal))
+                a, b = got["per-identity"]["p95"], got["sets"]["p95"]
+                print(f"    round {k + 1}: p95 set-based / per-identity = {b / a:.2f}" if a else "")
+    finally:
+        for st in stacks.values():
+            st.stop()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (CI smoke)")
@@ -263,8 +289,14 @@ async def main() -> None:
                     help="supabase: only Supabase's published shape (grouped) and the every-subscriber shape")
     ap.add_argument("--rls", default="sets", choices=("sets", "per-identity"),
                     help="the stack's RLS check (ZORA_REALTIME_RLS): set-based where safe, or per identity")
+    ap.add_argument("--compare", type=int, default=0, metavar="ROUNDS",
+                    help="Supabase's shape on two stacks at once, per-identity and set-based RLS, alternating"
+                         " scenario by scenario for ROUNDS rounds: before/after under the same machine load")
     args = ap.parse_args()
     secs = 4 if args.quick else 10
+    if args.compare:
+        await compare(args.mode, secs, args.compare)
+        return
     os.environ["ZORA_REALTIME_RLS"] = args.rls
     stack = BenchStack(args.mode)
     try:
