@@ -1,7 +1,7 @@
 """Commit -> deliver latency of the embedded realtime server, beside Supabase's published figures.
 
     .venv/bin/python bench/realtime_latency.py [--quick] [--mode streaming|hosted-polling]
-        [--shape all|supabase|grouped|every-row] [--rls sets|per-identity] [--compare ROUNDS]
+        [--shape all|supabase|grouped|every-row] [--rls sets|per-identity] [--compare ROUNDS] [--no-deflate]
 
 What runs where (so the load generator is not what we measure):
 * the stack (`zora-harness stack up`) in its own process: HTTP, realtime, WAL reader;
@@ -158,7 +158,8 @@ def _commit_ns(ts: str) -> int:
 
 
 async def _run_sub(stack: BenchStack, sub: Sub, filtered: bool, stop: asyncio.Event) -> None:
-    async with websockets.connect(stack.ws, max_size=None, ping_interval=None) as ws:
+    compression = None if os.environ.get("ZORA_BENCH_NO_DEFLATE") else "deflate"
+    async with websockets.connect(stack.ws, max_size=None, ping_interval=None, compression=compression) as ws:
         sub.ws = ws
         pg = {"event": "INSERT", "schema": "public", "table": "bench_items"}
         if filtered:
@@ -292,8 +293,12 @@ async def main() -> None:
     ap.add_argument("--compare", type=int, default=0, metavar="ROUNDS",
                     help="Supabase's shape on two stacks at once, per-identity and set-based RLS, alternating"
                          " scenario by scenario for ROUNDS rounds: before/after under the same machine load")
+    ap.add_argument("--no-deflate", action="store_true",
+                    help="subscribers do not offer permessage-deflate (browsers do; k6-style load tools do not)")
     args = ap.parse_args()
     secs = 4 if args.quick else 10
+    if args.no_deflate:
+        os.environ["ZORA_BENCH_NO_DEFLATE"] = "1"
     if args.compare:
         await compare(args.mode, secs, args.compare)
         return
