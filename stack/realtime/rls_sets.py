@@ -23,7 +23,9 @@ functions (the per-identity check would fail on either); identities for which th
 returned as ``unsure`` and checked one by one. Every policy that applies to an identity is evaluated in
 full (no short-circuit between policies), so an error anywhere fails the whole query, and the caller then
 asks the per-identity checker: where the two could differ (an error one path skips and the other
-reaches), the per-identity answer wins.
+reaches), the per-identity answer wins. Errors PostgreSQL's planner raises before any policy runs (it
+evaluates stable claim expressions such as ``auth.uid()``'s cast for its estimates) are found per identity
+by ``realtime.zora_plan_probe`` (stack/sql/003); such an identity sees nothing (changes.py).
 """
 
 from __future__ import annotations
