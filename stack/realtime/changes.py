@@ -6,7 +6,10 @@ distinct subscriber identity among them, whether RLS lets that identity see the
 row, and renders the row as PostgreSQL renders JSON; then every channel with a
 visible binding gets one ``postgres_changes`` frame listing its binding ids.
 No subscriber's claims can widen another's view: each check runs under the
-subscriber's own role and claims.
+subscriber's own role and claims. On a table whose SELECT policies can be rewritten
+safely, one set-based query decides for all identities at once (stack/realtime/rls_sets.py);
+any doubt (an unsafe policy, an error, a role it cannot vouch for) goes to the per-identity
+checker. ``ZORA_REALTIME_RLS=per-identity`` turns the set-based path off (benchmarks, comparisons).
 
 Rules taken from Supabase Realtime (walrus's ``realtime.apply_rls``): a role
 receives a table's changes when it may select the table's primary key, and sees
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from harness.phoenix.codec import Frame, RawPayload, dumps
 from stack.db import connect
 from stack.realtime.filters import Subscription
 from stack.realtime.hub import Binding, Channel, Hub
+from stack.realtime.rls_sets import SetPlan, plan_table
 from stack.realtime.wal import Change, Transaction
 
 __all__ = ["ChangeDispatcher"]
@@ -66,12 +71,24 @@ class ChangeDispatcher:
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._selectable: dict[tuple[str, str], dict[str, frozenset[str]]] = {}  # table -> role -> columns
         self._tables_at = 0.0
+        self._set_plans: dict[tuple[str, str], SetPlan] = {}
+        self._told: set[tuple[str, str, str]] = set()  # (schema, table, reason) already logged
+        self._planned: dict[tuple[str, str, str], bool] = {}  # (set checker, role, claims) -> plannable
+        self._to_probe: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (set checker, table) -> identities
+        self._prober: asyncio.Task[None] | None = None
+        self._sweep_tables: set[tuple[str, str]] = set()  # joined since the last sweep
+        self._sweeper: asyncio.Task[None] | None = None
+        self._splits: dict[str, tuple[tuple[tuple[str, str], ...], list[int], list[int], str]] = {}
+        self.rls_sets = os.environ.get("ZORA_REALTIME_RLS", "sets") != "per-identity"
         self.delivered = 0  # frames handed to connections (for benchmarks and tests)
+        self.set_checks = 0  # changes decided by the set-based query alone (for tests)
+        self.fallback_checks = 0  # RLS changes that asked the per-identity checker for some identity
 
     def forget_tables(self) -> None:
         """Called on DDL (NOTIFY zora_realtime_ddl): publication, RLS flags, columns or grants may have changed."""
         self._tables.clear()
         self._selectable.clear()
+        self._set_plans.clear()
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -81,6 +98,9 @@ class ChangeDispatcher:
         return self._conn
 
     async def close(self) -> None:
+        for task in (self._prober, self._sweeper):
+            if task is not None:
+                task.cancel()
         async with self._lock:
             await self._drop_connection()
 
@@ -135,6 +155,129 @@ class ChangeDispatcher:
                 known[role] = found.get(role, frozenset())
         return known
 
+    async def _set_plan(self, conn: psycopg.AsyncConnection, schema: str, table: str, info: TableInfo) -> SetPlan:
+        plan = self._set_plans.get((schema, table))
+        if plan is None:
+            entity = sql.Identifier(schema, table).as_string(conn)
+            try:
+                cur = await conn.execute("select %s::regclass::oid::int8", (entity,))
+                found = await cur.fetchone()
+                assert found is not None
+                plan = await plan_table(conn, int(found[0]), entity, table, info.pk)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as e:  # e.g. another stack creating the same function this moment: tried again
+                # when the tables are next forgotten (DDL, or within TABLE_CACHE_TTL)
+                plan = SetPlan(None, f"could not create the set-based checker: {str(e).strip().splitlines()[:1]}")
+            self._set_plans[(schema, table)] = plan
+            if plan.function is None and (schema, table, plan.reason) not in self._told:
+                self._told.add((schema, table, plan.reason))
+                log.info("RLS on %s.%s is checked per subscriber identity: %s", schema, table, plan.reason)
+        return plan
+
+    def _plannable(self, function: str, entity: str, identities: list[tuple[str, str]]) -> list[bool]:
+        """Whether PostgreSQL can plan a query on the table under each identity (realtime.zora_plan_probe):
+        asked once per identity and set checker (the answer depends on the policies and claims only), in the
+        background between changes; an identity not asked yet is checked per identity meanwhile."""
+        known = []
+        for ident in identities:
+            ok = self._planned.get((function, *ident))
+            if ok is None:
+                self._to_probe.setdefault((function, entity), set()).add(ident)
+            known.append(bool(ok))
+        if self._to_probe and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+        return known
+
+    def _split(self, function: str, change: Change, identities: list[tuple[str, str]]
+               ) -> tuple[list[int], list[int], str]:
+        """The identities the set checker decides (and their JSON), and those not probed yet (checked per
+        identity). An identity PostgreSQL cannot even plan a query for is in neither: it sees nothing (its own
+        query would fail; the per-identity checker's answer for it depends on the plans it cached before).
+        The last answer per checker is kept: consecutive changes mostly have the same subscribers."""
+        key = tuple(identities)
+        last = self._splits.get(function)
+        if last is not None and last[0] == key:
+            return last[1], last[2], last[3]
+        entity = sql.Identifier(change.schema, change.table).as_string(None)
+        planned = self._plannable(function, entity, identities)
+        sure = [i for i in range(len(identities)) if planned[i]]
+        unknown = [i for i in range(len(identities)) if (function, *identities[i]) not in self._planned]
+        out = (sure, unknown, _identities_json([identities[i] for i in sure]))
+        if not unknown:
+            self._splits[function] = (key, *out)
+        return out
+
+    async def _sweep(self) -> None:
+        """Shortly after a burst of joins, probe the identities subscribed to the tables they joined, so
+        their first change is decided by the set query (a join's own bindings exist once it is answered)."""
+        await asyncio.sleep(0.05)
+        while self._sweep_tables:
+            schema, table = self._sweep_tables.pop()
+            plan = self._set_plans.get((schema, table))
+            if plan is not None and plan.function:
+                idents = list({b.channel.identity(): None for b in self.hub._by_table.get((schema, table), ())})
+                self._plannable(plan.function, sql.Identifier(schema, table).as_string(None), idents)
+
+    async def _probe(self) -> None:
+        while self._to_probe:
+            key = next(iter(self._to_probe))
+            function, entity = key
+            batch = [self._to_probe[key].pop() for _ in range(min(100, len(self._to_probe[key])))]
+            if not self._to_probe[key]:
+                del self._to_probe[key]
+            try:
+                async with self._lock:
+                    conn = await self._connection()
+                    cur = await conn.execute("select realtime.zora_plan_probe(%s::regclass, %s::jsonb)",
+                                             (entity, _identities_json(batch)))
+                    got = await cur.fetchone()
+            except psycopg.Error as e:  # asked again on their next change
+                log.info("could not probe identities: %s", str(e).strip().splitlines()[:1])
+                continue
+            failed = set(got[0] or ()) if got else set(range(len(batch)))
+            if len(self._planned) > 200_000:
+                self._planned.clear()
+                self._splits.clear()
+            for j, ident in enumerate(batch):
+                self._planned[(function, *ident)] = j not in failed
+            await asyncio.sleep(0)  # let a change in between
+
+    async def _visible(self, conn: psycopg.AsyncConnection, tx: Transaction, change: Change, info: TableInfo,
+                       row: dict[str, Any], identities: list[tuple[str, str]], check_rows: bool
+                       ) -> tuple[dict[str, Any], set[int]] | None:
+        """The row as PostgreSQL renders it, and which identities (by index) may see it."""
+        row_json = json.dumps(row, default=_json_default)
+        todo = list(range(len(identities)))
+        rec: dict[str, Any] | None = None
+        visible: set[int] = set()
+        if self.rls_sets and check_rows and info.rls_enabled and identities:
+            plan = await self._set_plan(conn, change.schema, change.table, info)
+            if plan.function:
+                sure, unknown, sure_json = self._split(plan.function, change, identities)
+                cur = await conn.execute(
+                    sql.SQL("select rec, visible, unsure from {}(%s::jsonb, %s::jsonb, %s)").format(
+                        sql.SQL(plan.function)), (row_json, sure_json, tx.xid))
+                got = await cur.fetchone()
+                if got is not None and got[1] is not None:
+                    rec, visible = got[0], {sure[i] for i in got[1]}
+                    todo = sorted(unknown + [sure[i] for i in got[2] or ()])
+                    if not todo:
+                        self.set_checks += 1
+                        return rec, visible
+        if todo:
+            self.fallback_checks += info.rls_enabled and check_rows
+            cur = await conn.execute(
+                sql.SQL("select rec, visible from {}(%s::jsonb, %s::jsonb, %s, %s)").format(sql.SQL(info.checker)),
+                (row_json, _identities_json([identities[i] for i in todo]), check_rows, tx.xid))
+            result = await cur.fetchone()
+            if result is None:
+                return None
+            rec = result[0]
+            visible |= {todo[i] for i in (result[1] or ())}
+        assert rec is not None
+        return rec, visible
+
     async def prepare(self, subs: list[Subscription]) -> None:
         """Connect and learn the subscribed tables (their RLS checker made) before their first change:
         a join calls this, so the first change after "Subscribed to PostgreSQL" is not held up by it
@@ -144,7 +287,12 @@ class ChangeDispatcher:
                 conn = await self._connection()
                 for s in subs:
                     if s.schema != "*" and s.table != "*":
-                        await self._table(conn, s.schema, s.table)
+                        info = await self._table(conn, s.schema, s.table)
+                        if self.rls_sets and info.rls_enabled:
+                            await self._set_plan(conn, s.schema, s.table, info)
+                            self._sweep_tables.add((s.schema, s.table))
+                if self._sweep_tables and (self._sweeper is None or self._sweeper.done()):
+                    self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
             except psycopg.Error as e:  # the first change will try again
                 log.info("could not prepare %s: %s", [f"{s.schema}.{s.table}" for s in subs], str(e).strip()[:200])
                 await self._drop_connection()
@@ -196,18 +344,10 @@ class ChangeDispatcher:
             identities.setdefault(ch.identity(), len(identities))
         is_delete = change.action == "DELETE"
         row = change.identity if is_delete else change.record
-        cur = await conn.execute(
-            sql.SQL("select rec, visible from {}(%s::jsonb, %s::jsonb, %s, %s)").format(
-                sql.SQL(info.checker)),
-            (json.dumps(row, default=_json_default),
-             "[" + ",".join(f'["{role}",{claims}]' for role, claims in identities) + "]",
-             not is_delete, tx.xid),
-        )
-        result = await cur.fetchone()
-        if result is None:
+        checked = await self._visible(conn, tx, change, info, row, list(identities), not is_delete)
+        if checked is None:
             return
-        rec, visible = result
-        visible_set = set(visible or ())
+        rec, visible_set = checked
         receivers = [(ch, bs) for ch, bs in by_channel.items()
                      if identities[ch.identity()] in visible_set and not ch.closed]
         if not receivers:
@@ -241,6 +381,10 @@ class ChangeDispatcher:
                 ch.outbox.send(Frame(topic=ch.topic, event="postgres_changes",
                                      payload=RawPayload(ids=[b.id for b in group], data=data)))
                 self.delivered += 1
+
+
+def _identities_json(identities: list[tuple[str, str]]) -> str:
+    return "[" + ",".join(f'["{role}",{claims}]' for role, claims in identities) + "]"
 
 
 def _loads(text: str | bytes) -> Any:
