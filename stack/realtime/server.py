@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,14 +42,17 @@ from starlette.websockets import WebSocket
 from harness.phoenix.codec import VSN1, VSN2
 from stack import jwt
 from stack.ddl import DdlWatch
+from stack.realtime.authorization import Authorizer
 from stack.realtime.changes import ChangeDispatcher
 from stack.realtime.connection import Connection
 from stack.realtime.hub import Hub
+from stack.realtime.messages import MessageRelay
+from stack.realtime.policies import PrivateError
 from stack.realtime.publication import Publication
 from stack.realtime.slots import drop_slot, drop_stale_slots, ensure_slot, slot_name
 from stack.realtime.tokens import TokenVerifier
 from stack.realtime.transport import WebSocketTransport
-from stack.realtime.wal import PollingSource, StreamingSource
+from stack.realtime.wal import PollingSource, StreamingSource, Transaction
 from stack.settings import StackSettings
 
 __all__ = ["MODES", "Realtime", "routes"]
@@ -68,6 +72,8 @@ class Realtime:
         self.slot = slot or slot_name()
         self.hub = Hub()
         self.dispatcher = ChangeDispatcher(settings.realtime_dsn, self.hub, settings.fault_delivery_delay_ms)
+        self.relay = MessageRelay(lambda: self.hub)
+        self.authorizer = Authorizer(settings.realtime_dsn)
         self.source: StreamingSource | PollingSource | None = None
         self._task: asyncio.Task[None] | None = None
         self._own_ddl = False
@@ -89,7 +95,7 @@ class Realtime:
         if self.mode == "streaming":  # the polling source makes its own temporary slot
             await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=True)
         cls = StreamingSource if self.mode == "streaming" else PollingSource
-        self.source = cls(self.settings.realtime_dsn, self.slot, self.dispatcher.on_transaction)
+        self.source = cls(self.settings.realtime_dsn, self.slot, self._on_transaction)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self.source.run(), name="realtime-wal")
         if self.ddl is None:  # standalone use: watch DDL ourselves
@@ -98,6 +104,12 @@ class Realtime:
             await self.ddl.start()
             self._own_ddl = True
         self.accepting = True
+
+    async def _on_transaction(self, tx: Transaction) -> None:
+        """realtime.messages rows are broadcasts (``messages.py``); the rest are postgres_changes."""
+        rest = self.relay.split(tx)
+        if rest.changes:
+            await self.dispatcher.on_transaction(rest)
 
     async def stop(self, drop: bool = True) -> None:
         self.accepting = False
@@ -118,6 +130,7 @@ class Realtime:
             self.ddl = None
             self._own_ddl = False
         await self.dispatcher.close()
+        await self.authorizer.close()
         await self.publication.close()
         if drop:
             if self.mode == "streaming":
@@ -155,7 +168,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     transport = WebSocketTransport(ws, rt.publication.wait_streaming)
     conn = Connection(hub=rt.hub, auth=rt.tokens, subscriptions=rt.publication, vsn=vsn, api_key=str(api_key),
-                      admission=rt.admission,
+                      admission=rt.admission, private=rt.authorizer,
                       wakeup=transport.wakeup)
     rt.sockets[conn] = ws
     try:
@@ -165,11 +178,16 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 
 async def api_broadcast(request: Request) -> Response:
+    """Supabase's ``POST /api/broadcast``: public messages go to public channels; a message with
+    ``"private": true`` goes to the private channels of its topic when the caller may send there (INSERT on
+    realtime.messages under the caller's claims; the service role always may), and is dropped otherwise."""
     rt: Realtime = request.app.state.realtime
     auth = request.headers.get("authorization", "")
-    if auth:
+    token = auth.removeprefix("Bearer ").strip() if auth else (request.headers.get("apikey") or "")
+    claims: dict[str, Any] = {}
+    if token:
         try:
-            jwt.decode(auth.removeprefix("Bearer ").strip(), rt.settings.jwt_secret)
+            claims = jwt.decode(token, rt.settings.jwt_secret)
         except jwt.JWTError as e:
             return JSONResponse({"message": e.reason}, status_code=401)
     try:
@@ -180,11 +198,25 @@ async def api_broadcast(request: Request) -> Response:
     if not isinstance(messages, list) or not messages:
         return JSONResponse({"errors": {"messages": ["can't be blank"]}}, status_code=422)
     for m in messages:
-        if not (isinstance(m, dict) and isinstance(m.get("topic"), str) and isinstance(m.get("event"), str)):
-            return JSONResponse({"errors": {"messages": ["each message needs a topic and an event"]}},
-                                status_code=422)
+        if not (isinstance(m, dict) and isinstance(m.get("topic"), str) and isinstance(m.get("event"), str)
+                and isinstance(m.get("private", False), bool)):
+            return JSONResponse({"errors": {"messages": ["each message needs a topic and an event (private: a"
+                                                         " boolean)"]}}, status_code=422)
+    allowed: dict[str, bool] = {}
+    super_user = claims.get("role") == "service_role"
     for m in messages:
-        rt.hub.broadcast_from_api(m["topic"], m["event"], m.get("payload", {}))
+        private = m.get("private") is True
+        if private and not super_user:
+            topic = m["topic"].removeprefix("realtime:")
+            if topic not in allowed:
+                try:
+                    allowed[topic] = bool(claims) and await rt.authorizer.write(topic, claims, "broadcast")
+                except PrivateError as e:
+                    log.info("broadcast policy of %s not evaluated: %s", topic[:64], e)
+                    allowed[topic] = False
+            if not allowed[topic]:
+                continue  # as upstream: not sent, and the request still succeeds
+        rt.hub.broadcast_from_api(m["topic"], m["event"], m.get("payload", {}), private=private)
     return Response(status_code=202)
 
 
