@@ -106,10 +106,10 @@ def test_supabase_py_private_join_subscribes_or_fails(stack: EmbeddedStack) -> N
         await client.realtime.set_auth(token(stack, read=(t,)))
         states: list[tuple[str, str]] = []
         got: list[Any] = []
-        ch = client.channel(t, {"config": {"private": True}})
+        ch = client.channel(t, {"config": {"private": True, "broadcast": None, "presence": None}})
         ch.on_broadcast("ev", got.append)
         await ch.subscribe(lambda st, err: states.append((str(st), str(err))))
-        denied = client.channel(t + "-other", {"config": {"private": True}})
+        denied = client.channel(t + "-other", {"config": {"private": True, "broadcast": None, "presence": None}})
         await denied.subscribe(lambda st, err: states.append((str(st), str(err))))
         await until(lambda: len(states) >= 2)
         assert any("SUBSCRIBED" in s for s, _ in states), states
@@ -319,6 +319,26 @@ def test_replay_is_refused_on_public_channels_bad_params_and_without_read(stack:
                                token=token(stack, presence=(t,)))  # presence read only
         assert "Unauthorized" in no_read.payload["response"]["reason"]
         await c.close()
+
+    run(go())
+
+
+def test_supabase_py_replay_marks_replayed(stack: EmbeddedStack) -> None:
+    t = topic()
+    since = write(stack, "select (extract(epoch from clock_timestamp()) * 1000)::bigint")[0][0]
+    write(stack, "select realtime.send('{\"n\": 1}'::jsonb, 'ev', %s, true)", (t,))
+
+    async def go() -> None:
+        client = await acreate_client(stack.api_url, stack.anon_key)
+        await client.realtime.set_auth(token(stack, read=(t,)))
+        got: list[Any] = []
+        ch = client.channel(t, {"config": {"private": True, "presence": None,
+                                           "broadcast": {"replay": {"since": since, "limit": 5}}}})
+        ch.on_broadcast("ev", got.append)
+        await ch.subscribe()
+        await until(lambda: len(got) == 1)
+        assert got[0]["payload"]["n"] == 1 and got[0]["meta"]["replayed"] is True
+        await client.realtime.close()
 
     run(go())
 
