@@ -41,6 +41,10 @@ EXIT_CODES = """exit codes:
   4    internal error of the harness (what was recorded is kept, with a NO-GO report)
   130  interrupted by Ctrl-C (143 SIGTERM, 129 SIGHUP): cleaned up, recorded, reported"""
 
+RESUMES = ("supabase", "keep-everything")  # stack.realtime.server.RESUMES (tested equal)
+RESUME_HELP = ("what a realtime restart delivers: supabase (default): changes committed while realtime was down "
+               "are never delivered, as Supabase Realtime's temporary slot loses them (the apps must refetch); "
+               "keep-everything: the slot is kept and delivers them after the restart")
 GATE_EPILOG = f"""examples:
   zora-harness gate                                  # the embedded stack, started and stopped for you
   SUPABASE_URL=https://x.supabase.co SUPABASE_ANON_KEY=... SUPABASE_SERVICE_ROLE_KEY=... zora-harness gate --target url
@@ -119,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="sign keys with this secret (default: $ZORA_JWT_SECRET, else a fresh random one; prefer the "
                          "variable: flags show in `ps`)")
     up.add_argument("--env", action="store_true", help="print KEY=value lines, like `supabase status -o env`")
+    up.add_argument("--realtime-resume", choices=RESUMES, default="supabase", help=RESUME_HELP)
     up.add_argument("--realtime-mode", choices=("streaming", "hosted-polling"), default="streaming",
                     help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
                          "every 100 ms and 500 ms when idle, as hosted Supabase Realtime does, to preview "
@@ -139,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--quiet", action="store_true", help="no progress display")
     gate.add_argument("--probes", choices=("both", "py"), default="both",
                       help="both: our Phoenix probes and supabase-js twins under Node; py: ours only")
+    gate.add_argument("--realtime-resume", choices=RESUMES, default=None,
+                      help="embedded target only: " + RESUME_HELP + "; named in the verdict and config.json")
     gate.add_argument("--no-faults", action="store_true",
                       help="skip the resilience phase (reset, black hole, churn): the verdict lists what it did not test")
     gate.add_argument("--blackhole-s", type=float,
@@ -276,6 +283,9 @@ def _target(args: argparse.Namespace, default: str = "embedded") -> Any:
 
     given = [f"--{f.replace('_', '-')}" for f in URL_FLAGS if getattr(args, f, None)]
     kind = args.target or ("url" if given else default)
+    if kind != "embedded" and getattr(args, "realtime_resume", None):
+        raise UsageError("--realtime-resume: a setting of the embedded stack (a Supabase given by URL resumes as it"
+                         " does)")
     if kind == "embedded":
         if given:
             raise UsageError(f"{', '.join(given)} name a Supabase to test, but --target embedded starts its own; "
@@ -362,7 +372,7 @@ def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
           "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
     try:
         if target is None:
-            return _gate_embedded(criteria, args.report_dir, kw)
+            return _gate_embedded(criteria, args.report_dir, kw, getattr(args, "realtime_resume", None) or "supabase")
         result = run_gate(target, criteria, args.report_dir, **kw)
     except (TargetRefused, RunDirError) as e:
         raise UsageError(str(e)) from e
@@ -394,13 +404,15 @@ def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
     return out
 
 
-def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> tuple[int, Any]:
+def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any],
+                   realtime_resume: str = "supabase") -> tuple[int, Any]:
     from harness.gate import run_gate
     from stack.migrate import MigrationError
     from stack.postgres import PostgresError
     from stack.server import EmbeddedStack, StackError
 
-    stack = EmbeddedStack.from_fixtures(seed=False)
+    stack = EmbeddedStack.from_fixtures(seed=False, realtime_resume=realtime_resume)
+    kw = {**kw, "config": {**kw.get("config", {}), "realtime_resume": realtime_resume}}
     try:
         try:
             stack.start()
@@ -521,7 +533,8 @@ def _stack_up(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     stack = EmbeddedStack(migrations=migrations, seed=seed, db_url=args.db_url, init_db=args.init_db, port=args.port,
-                          jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode)
+                          jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode,
+                          realtime_resume=args.realtime_resume)
     try:
         try:
             stack.start()
@@ -569,6 +582,7 @@ def _print_status(stack: object, env: bool) -> None:
     for _, label, value in rows:
         print(f"{label:>17}: {value}")
     print(f"{'realtime mode':>17}: {stack.realtime_mode}")
+    print(f"{'realtime resume':>17}: {stack.realtime_resume}")
     if stack.db_url:
         print(f"{'database':>17}: yours, used as it is (login roles assumed per connection, no password changed)")
     print(f"\n{'ready in':>17}: {stack.timings.get('ready', 0):.2f} s")

@@ -55,10 +55,12 @@ from stack.realtime.transport import WebSocketTransport
 from stack.realtime.wal import PollingSource, StreamingSource, Transaction
 from stack.settings import StackSettings
 
-__all__ = ["MODES", "Realtime", "routes"]
+__all__ = ["MODES", "RESUMES", "Realtime", "routes"]
 
 log = logging.getLogger("stack.realtime")
 MODES = ("streaming", "hosted-polling")
+RESUMES = ("supabase", "keep-everything")
+RESUME_HOLD_S = 5.0  # keep-everything: how long a restarted server waits for its clients to rejoin
 CLOSE_SERVICE_RESTART = 1012
 
 
@@ -67,6 +69,12 @@ class Realtime:
                  ddl: DdlWatch | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"realtime mode must be one of {', '.join(MODES)}")
+        if settings.realtime_resume not in RESUMES:
+            raise ValueError(f"realtime resume must be one of {', '.join(RESUMES)}")
+        self.keep_everything = settings.realtime_resume == "keep-everything"
+        self._resume_lsn = 0  # keep-everything: the last commit delivered before a restart (not delivered twice)
+        self._restarting = False
+        self._held_bindings = 0  # postgres_changes bindings when the last restart began
         self.settings = settings
         self.mode = mode
         self.slot = slot or slot_name()
@@ -92,18 +100,37 @@ class Realtime:
     async def start(self) -> None:
         await drop_stale_slots(self.settings.realtime_dsn, report_foreign=not self._swept)
         self._swept = True
-        if self.mode == "streaming":  # the polling source makes its own temporary slot
-            await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=True)
-        cls = StreamingSource if self.mode == "streaming" else PollingSource
-        self.source = cls(self.settings.realtime_dsn, self.slot, self._on_transaction)
+        # supabase: a fresh slot at every start, so what was committed while realtime was down is never delivered
+        # (the polling source's slot is temporary, as hosted Realtime's); keep-everything: a restart resumes from
+        # the slot kept since the first start
+        resume = self.keep_everything and self._restarting
+        if self.mode == "streaming" or self.keep_everything:
+            await ensure_slot(self.settings.realtime_dsn, self.slot, fresh=not resume)
+        if self.mode == "streaming":
+            self.source = StreamingSource(self.settings.realtime_dsn, self.slot, self._on_transaction)
+            self.source.last_commit_lsn = self._resume_lsn if resume else 0
+        else:
+            self.source = PollingSource(self.settings.realtime_dsn, self.slot, self._on_transaction,
+                                        temporary=not self.keep_everything)
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self.source.run(), name="realtime-wal")
+        self._task = loop.create_task(self._run_source(self.source, self._held_bindings if resume else 0),
+                                      name="realtime-wal")
         if self.ddl is None:  # standalone use: watch DDL ourselves
             self.ddl = DdlWatch(self.settings.realtime_dsn)
             self.ddl.listeners.append(lambda: self.dispatcher.forget_tables())
             await self.ddl.start()
             self._own_ddl = True
         self.accepting = True
+
+    async def _run_source(self, source: StreamingSource | PollingSource, rejoins: int) -> None:
+        """keep-everything after a restart: hold the stream until the postgres_changes bindings the server had
+        are back (the clients rejoin by themselves), at most ``RESUME_HOLD_S``, so what was committed while it
+        was down reaches them; then read from the kept slot."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RESUME_HOLD_S
+        while rejoins and self.hub.binding_count() < rejoins and loop.time() < give_up:
+            await asyncio.sleep(0.02)
+        await source.run()
 
     async def _on_transaction(self, tx: Transaction) -> None:
         """realtime.messages rows are broadcasts (``messages.py``); the rest are postgres_changes."""
@@ -120,6 +147,8 @@ class Realtime:
         self.sockets.clear()
         if self.source is not None:
             await self.source.stop()
+            if isinstance(self.source, StreamingSource):
+                self._resume_lsn = self.source.last_commit_lsn
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -133,16 +162,18 @@ class Realtime:
         await self.authorizer.close()
         await self.publication.close()
         if drop:
-            if self.mode == "streaming":
+            if self.mode == "streaming" or self.keep_everything:
                 await drop_slot(self.settings.realtime_dsn, self.slot)
             await drop_stale_slots(self.settings.realtime_dsn)
 
     async def restart(self, downtime: float = 0.0) -> None:
+        self._held_bindings = self.hub.binding_count()
         await self.stop(drop=False)
         self.hub = Hub()
         self.dispatcher = ChangeDispatcher(self.settings.realtime_dsn, self.hub, self.settings.fault_delivery_delay_ms)
         if downtime > 0:
             await asyncio.sleep(downtime)
+        self._restarting = True
         await self.start()
         if self.settings.fault_refuse_joins_s > 0:  # the negative control's broken server: joins refused for a while
             self._refuse_until = asyncio.get_running_loop().time() + self.settings.fault_refuse_joins_s
