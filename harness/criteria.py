@@ -30,12 +30,13 @@ from harness.apps import EVENT_GROUPS
 from harness.checks import METRICS, STATISTICS, Analysis, Result, completeness, latency, ordering, run_checker
 from harness.checks.offline import check_offline
 from harness.checks.reconnection import MILESTONES, check_reconnection, check_reliability
+from harness.checks.spoofing import check_spoofing
 
 __all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Criterion", "Evidence", "Line", "Verdict",
            "load_criteria", "parse_criteria", "verdict"]
 
 DEFAULT_CRITERIA = Path(__file__).resolve().parent.parent / "fixtures" / "criteria.toml"
-KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync"}
+KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync", "spoofing"}
 PHASE_OF_KIND = {"reconnection": "resilience", "reliability": "resilience", "offline_sync": "offline"}
 REGIME_NAMES = ("reset", "blackhole", "*")
 RESERVED = frozenset({"preflight", "run", "history", "writes", "cleanup"})  # the verdict's own run lines
@@ -47,6 +48,7 @@ _KEYS = {
     "reconnection": {"title", "source", "kind", "regime", "milestone", "statistic", "max_ms"},
     "reliability": {"title", "source", "kind", "min_pct"},
     "offline_sync": {"title", "source", "kind"},
+    "spoofing": {"title", "source", "kind"},
 }
 NOT_JUDGED = "not judged: the flows did not run"
 
@@ -312,6 +314,8 @@ def _judge(a: Analysis, c: Criterion, base: Result, evidence: Evidence | None = 
         return check_reliability(a.reliability(), c.min_pct, name=c.id)
     if c.kind == "offline_sync":
         return check_offline(a, name=c.id)
+    if c.kind == "spoofing":
+        return check_spoofing(a, name=c.id)
     if c.kind == "latency":
         return latency(a, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id)
     if c.kind == "ordering":
