@@ -379,7 +379,7 @@ async def spoof_announcement(s: Scene, round_: int) -> None:
                 return f"join refused: {rep.response}"
             try:  # acked when the server took it; a private channel's refused send is dropped without a word
                 ack = await tab.push(channel, "broadcast", {"type": "broadcast", "event": "announcement", "payload": {
-                    "id": mid, "message": "Free vouchers: log in here"}}, timeout=1.0)
+                    "id": mid, "message": f"zora-harness spoofing check ({s.run.run_id}): ignore"}}, timeout=1.0)
             except TimeoutError:
                 return "dropped (no ack)"
             return f"sent ({ack.status})"
@@ -394,7 +394,7 @@ async def spoof_announcement(s: Scene, round_: int) -> None:
             assert spoofer.http is not None
             r = spoofer.http.post("/realtime/v1/api/broadcast", json={"messages": [{
                 "topic": ANNOUNCEMENTS, "event": "announcement", "private": private,
-                "payload": {"id": rid, "message": "Free vouchers: log in here"}}]})
+                "payload": {"id": rid, "message": f"zora-harness spoofing check ({s.run.run_id}): ignore"}}]})
             return r.status_code  # refused (4xx) or accepted and dropped: either way nobody may receive it
 
         await spoofer.op("spoof_announcement_rest", send_rest, spoofed(rid), private=private)
