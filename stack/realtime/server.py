@@ -8,11 +8,15 @@ replay what happened while clients were away), and clients' own reconnect logic 
 
 Import graph of ``stack/realtime/`` (``a -> b``: a imports b; acyclic, no ``TYPE_CHECKING`` back edges)::
 
-    server      -> transport, connection, changes, publication, tokens, hub, wal, codec
+    server      -> transport, connection, changes, messages, authorization, policies, publication, tokens, hub,
+                   slots, wal, codec
+    authorization -> policies, stack.db
+    messages    -> hub, wal
     transport   -> connection
-    connection  -> hub, filters, codec
+    connection  -> hub, filters, policies, codec
     changes     -> hub, filters, wal, codec
-    hub         -> filters, codec            (and wal's ``Change``, for type checking only)
+    hub         -> filters, policies, codec  (and wal's ``Change``, for type checking only)
+    policies    -> (standard library)
     publication -> filters
     tokens      -> stack.jwt, stack.db
     wal         -> stack.postgres
