@@ -25,10 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ANNOUNCEMENTS", "APPS", "CHANGED_AT", "DECLARATION", "EVENT_GROUPS", "PRESENCE", "PROBES", "VISIBLE", "App",
-           "BroadcastEvent", "ChangeEvent", "Declaration", "Event", "PresenceEvent", "ProbeSpec", "Sub", "Viewer"]
+__all__ = ["ANNOUNCEMENTS", "APPS", "CHANGED_AT", "DECLARATION", "EVENT_GROUPS", "PRESENCE", "PRIVATE_TOPICS", "PROBES",
+           "SPOOFING", "VISIBLE", "App", "BroadcastEvent", "ChangeEvent", "Declaration", "Event", "PresenceEvent",
+           "ProbeSpec", "Sub", "Viewer"]
 
 ANNOUNCEMENTS = "platform-announcements"  # the admin's broadcast topic every app joins (001 §3.2)
+# Broadcast topics the apps join as private channels: only what realtime.messages' policies allow reaches them,
+# and only an admin may send there (fixtures/migrations/004). The documents had announcements public, where any
+# holder of the anon key can send "as the admin" (the gate's no_spoofing criterion catches that).
+PRIVATE_TOPICS = frozenset({ANNOUNCEMENTS})
 PRESENCE = "admin-dashboard"  # the admin dashboard's presence channel (001 §3.2, AdminRealtimeProvider)
 
 # The column an app reads "changed since" by when it refetches after a reconnect (001 §4.2: apps refetch).
@@ -38,6 +43,9 @@ CHANGED_AT: dict[str, str] = {"order_items": "created_at", "notifications": "cre
 # The event groups drivers give their expectations; criteria (fixtures/criteria.toml) judge by group.
 EVENT_GROUPS = frozenset({"order_visible", "status_update", "cart_sync", "notification", "realtime",
                           "realtime_message"})
+# The group of the gate's spoofing attempts: broadcasts nobody is entitled to, judged by ``no_spoofing`` (not by
+# ``delivery`` or ``no_leaks``)
+SPOOFING = "spoofing"
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,7 @@ Event = ChangeEvent | BroadcastEvent | PresenceEvent
 class Declaration:
     apps: Mapping[str, App] = field(default_factory=lambda: dict(APPS))
     probes: tuple[ProbeSpec, ...] = PROBES
+    private_topics: frozenset[str] = PRIVATE_TOPICS  # broadcast topics joined (and sent to) as private channels
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.probes]
@@ -226,8 +235,8 @@ class Declaration:
         """Whether this app instance (signed in as ``viewer``) is entitled to the event: the one rule, for the
         gate's probes and for load's subscribers (which are not in ``probes``)."""
         app = self.app(spec)
-        if isinstance(event, BroadcastEvent):
-            return event.topic in app.topics
+        if isinstance(event, BroadcastEvent):  # a spoofed message: nobody is entitled to it
+            return event.topic in app.topics and event.group != SPOOFING
         if isinstance(event, PresenceEvent):
             return app.presence == event.channel
         subs = [s for s in self.subs(spec) if s.table == event.table]

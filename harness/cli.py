@@ -48,6 +48,10 @@ EXIT_CODES = """exit codes:
   6    --target containers: an image of the profile cannot be had (not here, not pullable, not buildable)
   130  interrupted by Ctrl-C (143 SIGTERM, 129 SIGHUP): cleaned up, recorded, reported"""
 
+RESUMES = ("supabase", "keep-everything")  # stack.realtime.server.RESUMES (tested equal)
+RESUME_HELP = ("what a realtime restart delivers: supabase (default): changes committed while realtime was down "
+               "are never delivered, as Supabase Realtime's temporary slot loses them (the apps must refetch); "
+               "keep-everything: the slot is kept and delivers them after the restart")
 GATE_EPILOG = f"""examples:
   zora-harness gate                                  # the embedded stack, started and stopped for you
   SUPABASE_URL=https://x.supabase.co SUPABASE_ANON_KEY=... SUPABASE_SERVICE_ROLE_KEY=... zora-harness gate --target url
@@ -134,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="sign keys with this secret (default: $ZORA_JWT_SECRET, else a fresh random one; prefer the "
                          "variable: flags show in `ps`)")
     up.add_argument("--env", action="store_true", help="print KEY=value lines, like `supabase status -o env`")
+    up.add_argument("--realtime-resume", choices=RESUMES, default="supabase", help=RESUME_HELP)
     up.add_argument("--realtime-mode", choices=("streaming", "hosted-polling"), default="streaming",
                     help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
                          "every 100 ms and 500 ms when idle, as hosted Supabase Realtime does, to preview "
@@ -158,6 +163,8 @@ def _parser() -> argparse.ArgumentParser:
                            "(and it says so); py: ours only")
     gate.add_argument("--browser-tabs", type=int, default=1,
                       help="Chromium tabs per browser app (1-4; every tab after the first is opened behind it)")
+    gate.add_argument("--realtime-resume", choices=RESUMES, default=None,
+                      help="embedded target only: " + RESUME_HELP + "; named in the verdict and config.json")
     gate.add_argument("--no-faults", action="store_true",
                       help="skip the resilience phase (reset, black hole, churn): the verdict lists what it did not test")
     gate.add_argument("--blackhole-s", type=float,
@@ -296,6 +303,9 @@ def _target(args: argparse.Namespace, default: str = "embedded") -> Any:
 
     given = [f"--{f.replace('_', '-')}" for f in URL_FLAGS if getattr(args, f, None)]
     kind = args.target or ("url" if given else default)
+    if kind != "embedded" and getattr(args, "realtime_resume", None):
+        raise UsageError("--realtime-resume: a setting of the embedded stack (a Supabase given by URL resumes as it"
+                         " does)")
     if kind in ("embedded", "containers"):
         if given:
             raise UsageError(f"{', '.join(given)} name a Supabase to test, but --target {kind} starts its own; "
@@ -407,7 +417,7 @@ def _run_gate(args: argparse.Namespace) -> tuple[int, Any]:
           "config": {"criteria_file": str(args.criteria or "fixtures/criteria.toml")}}
     try:
         if target is None:
-            return _gate_embedded(criteria, args.report_dir, kw)
+            return _gate_embedded(criteria, args.report_dir, kw, getattr(args, "realtime_resume", None) or "supabase")
         if target == "containers":
             return _gate_containers(args.container_profile, criteria, args.report_dir, kw)
         result = run_gate(target, criteria, args.report_dir, **kw)
@@ -447,13 +457,15 @@ def _faults(args: argparse.Namespace, target: Any) -> list[Any]:
     return out
 
 
-def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any]) -> tuple[int, Any]:
+def _gate_embedded(criteria: Any, report_dir: Path, kw: dict[str, Any],
+                   realtime_resume: str = "supabase") -> tuple[int, Any]:
     from harness.gate import run_gate
     from stack.migrate import MigrationError
     from stack.postgres import PostgresError
     from stack.server import EmbeddedStack, StackError
 
-    stack = EmbeddedStack.from_fixtures(seed=False)
+    stack = EmbeddedStack.from_fixtures(seed=False, realtime_resume=realtime_resume)
+    kw = {**kw, "config": {**kw.get("config", {}), "realtime_resume": realtime_resume}}
     try:
         try:
             stack.start()
@@ -624,7 +636,8 @@ def _stack_up(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     stack = EmbeddedStack(migrations=migrations, seed=seed, db_url=args.db_url, init_db=args.init_db, port=args.port,
-                          jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode)
+                          jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode,
+                          realtime_resume=args.realtime_resume)
     try:
         try:
             stack.start()
@@ -672,6 +685,7 @@ def _print_status(stack: object, env: bool) -> None:
     for _, label, value in rows:
         print(f"{label:>17}: {value}")
     print(f"{'realtime mode':>17}: {stack.realtime_mode}")
+    print(f"{'realtime resume':>17}: {stack.realtime_resume}")
     if stack.db_url:
         print(f"{'database':>17}: yours, used as it is (login roles assumed per connection, no password changed)")
     print(f"\n{'ready in':>17}: {stack.timings.get('ready', 0):.2f} s")

@@ -32,12 +32,14 @@ from harness.checks.analysis import PROBE_SETS
 from harness.checks.indicator import check_indicator
 from harness.checks.offline import check_offline
 from harness.checks.reconnection import MILESTONES, check_reconnection, check_reliability
+from harness.checks.spoofing import check_spoofing
 
 __all__ = ["DEFAULT_CRITERIA", "RESERVED", "CriteriaError", "CriteriaSet", "Criterion", "Evidence", "Line", "Verdict",
            "load_criteria", "parse_criteria", "verdict"]
 
 DEFAULT_CRITERIA = Path(__file__).resolve().parent.parent / "fixtures" / "criteria.toml"
-KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync", "indicator"}
+KINDS = {"latency", "completeness", "leaks", "ordering", "reconnection", "reliability", "offline_sync", "indicator",
+         "spoofing"}
 PHASE_OF_KIND = {"reconnection": "resilience", "reliability": "resilience", "offline_sync": "offline",
                  "indicator": "resilience"}
 REGIME_NAMES = ("reset", "blackhole", "*")
@@ -51,6 +53,7 @@ _KEYS = {
     "reliability": {"title", "source", "kind", "min_pct"},
     "offline_sync": {"title", "source", "kind"},
     "indicator": {"title", "source", "kind", "regime", "max_ms"},
+    "spoofing": {"title", "source", "kind"},
 }
 NOT_JUDGED = "not judged: the flows did not run"
 
@@ -336,6 +339,8 @@ def _judge(a: Analysis, c: Criterion, base: Result, evidence: Evidence | None = 
         return check_reliability(a.reliability(), c.min_pct, name=c.id)
     if c.kind == "offline_sync":
         return check_offline(a, name=c.id)
+    if c.kind == "spoofing":
+        return check_spoofing(a, name=c.id)
     if c.kind == "latency":
         return latency(a, None if c.events == "*" else c.events, c.metric, c.statistic, c.max_ms, name=c.id,
                        probes=c.probes)

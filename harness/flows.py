@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from harness.apps import (
     CHANGED_AT,
     DECLARATION,
     PRESENCE,
+    SPOOFING,
     BroadcastEvent,
     ChangeEvent,
     Declaration,
@@ -92,6 +93,7 @@ class Scene:
         twin = flavour != "ours"
         return ProbeInfo(name=name or (f"{spec.name}@js" if twin else spec.name), app=app.name, user=spec.user,
                          flavour=flavour, original=spec.name if twin else None, presence=app.presence, topics=app.topics,
+                         private_topics=tuple(t for t in app.topics if t in self.declaration.private_topics),
                          via=self.network.name(spec.name) if self.network else None,
                          heartbeat_s=self.policy.heartbeat_s, backoff_s=self.policy.backoff_s,
                          subs=tuple(SubInfo(table=s.table, filter=s.filter_for(v), event=s.event,
@@ -351,16 +353,18 @@ async def presence_online(s: Scene, round_: int) -> None:
 
 
 async def announcement(s: Scene, round_: int) -> None:
-    """001 §3.2: an admin broadcast reaches every app."""
+    """001 §3.2: an admin broadcast reaches every app (on the private channel when the apps join it so: the
+    admin's INSERT policy on realtime.messages lets it through)."""
     if round_ != 0:
         return
     admin = s.actors["admin/dashboard"]
     mid = uuid.uuid4().hex[:12]
+    private = ANNOUNCEMENTS in s.declaration.private_topics
 
     def send(_: Any) -> Any:
         assert admin.http is not None  # built and warmed at sign-in: no client set-up inside the measured send
         r = admin.http.post("/realtime/v1/api/broadcast",
-                            json={"messages": [{"topic": ANNOUNCEMENTS, "event": "announcement",
+                            json={"messages": [{"topic": ANNOUNCEMENTS, "event": "announcement", "private": private,
                                                 "payload": {"id": mid, "message": "Zora maintenance at 02:00"}}]})
         r.raise_for_status()
         return r.status_code
@@ -369,5 +373,67 @@ async def announcement(s: Scene, round_: int) -> None:
                    lambda _: [s.expect(BroadcastEvent(ANNOUNCEMENTS, "announcement", {"id": mid}))])
 
 
+async def database_broadcast(s: Scene, round_: int) -> None:
+    """001 §4.1.1 (migration 016): ``public.broadcast_event(channel_name, event_type, payload)`` called in the
+    database (here by the admin, through REST's rpc) reaches the subscribers of that channel. With the
+    documents' ``pg_notify`` body it reaches nobody: Supabase Realtime never delivers NOTIFY to websockets."""
+    if round_ != 0:
+        return
+    admin = s.actors["admin/dashboard"]
+    mid = uuid.uuid4().hex[:12]
+    await admin.op("broadcast_event", lambda c: c.rpc("broadcast_event", {
+        "channel_name": ANNOUNCEMENTS, "event_type": "platform_event",
+        "payload": {"id": mid, "message": f"new shops this week ({s.run.run_id})"}}).execute(),
+        lambda _: [s.expect(BroadcastEvent(ANNOUNCEMENTS, "platform_event", {"id": mid}))])
+
+
+async def spoof_announcement(s: Scene, round_: int) -> None:
+    """A security check, not a flow of the documents: a customer (any holder of the anon key) tries to send an
+    announcement as if it were the admin, on the websocket and through REST, to the announcements channel
+    as the apps join it and to the other kind (public / private) too. Nobody is entitled to it; a probe that
+    receives one fails ``no_spoofing``. A refused join or a dropped message is the defence working, never a
+    failed write."""
+    if round_ != 0:
+        return
+    spoofer = s.actors["customer-2/phone"]
+    channel = topic(ANNOUNCEMENTS)
+    expected = ANNOUNCEMENTS in s.declaration.private_topics
+
+    def spoofed(mid: str) -> Callable[[Any], list[Expectation]]:
+        return lambda _: [s.expect(BroadcastEvent(ANNOUNCEMENTS, "announcement", {"id": mid}, group=SPOOFING))]
+
+    for private in (expected, not expected):
+        mid = uuid.uuid4().hex[:12]
+        tab = AsyncPhoenix(s.run.target.socket_url)
+
+        async def send_ws(tab: AsyncPhoenix = tab, private: bool = private, mid: str = mid) -> str:
+            await tab.connect()
+            rep = await tab.join(channel, {"config": {"private": private, "broadcast": {"ack": True}},
+                                           "access_token": spoofer.token})
+            if rep.status != "ok":
+                return f"join refused: {rep.response}"
+            try:  # acked when the server took it; a private channel's refused send is dropped without a word
+                ack = await tab.push(channel, "broadcast", {"type": "broadcast", "event": "announcement", "payload": {
+                    "id": mid, "message": f"zora-harness spoofing check ({s.run.run_id}): ignore"}}, timeout=1.0)
+            except TimeoutError:
+                return "dropped (no ack)"
+            return f"sent ({ack.status})"
+
+        try:
+            await spoofer.aop("spoof_announcement_ws", send_ws, spoofed(mid), private=private)
+        finally:
+            await tab.close()
+        rid = uuid.uuid4().hex[:12]
+
+        def send_rest(_: Any, private: bool = private, rid: str = rid) -> Any:
+            assert spoofer.http is not None
+            r = spoofer.http.post("/realtime/v1/api/broadcast", json={"messages": [{
+                "topic": ANNOUNCEMENTS, "event": "announcement", "private": private,
+                "payload": {"id": rid, "message": f"zora-harness spoofing check ({s.run.run_id}): ignore"}}]})
+            return r.status_code  # refused (4xx) or accepted and dropped: either way nobody may receive it
+
+        await spoofer.op("spoof_announcement_rest", send_rest, spoofed(rid), private=private)
+
+
 FLOWS = [order_flow, status_update, cart_sync, messages, low_stock, product_update, profile_updates, vendor_approval,
-         presence_online, announcement]
+         presence_online, announcement, database_broadcast, spoof_announcement]

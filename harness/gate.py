@@ -67,6 +67,21 @@ def _json(r: httpx.Response) -> Any:
         return None
 
 
+PG_NOTIFY_PROBLEM = "broadcast_event uses pg_notify, which Supabase Realtime does not deliver; use realtime.send"
+
+
+def broadcast_event_problem(bodies: list[str]) -> str | None:
+    """The documents' ``public.broadcast_event`` (001 §4.1.1), from the bodies of the functions of that name: a
+    body that calls pg_notify and never realtime.send reaches no websocket client."""
+    if not bodies:
+        return "function public.broadcast_event is missing (001 §4.1.1): the database cannot broadcast events"
+    for body in bodies:
+        code = "\n".join(line.split("--", 1)[0] for line in body.lower().splitlines())  # comments do not run
+        if "pg_notify" in code and "realtime.send" not in code:
+            return PG_NOTIFY_PROBLEM
+    return None
+
+
 def preflight(target: Target) -> Preflight:
     """What is missing or broken, as sentences; raises for a target that cannot be used at all."""
     out = Preflight()
@@ -124,7 +139,12 @@ def preflight(target: Target) -> Preflight:
             absent = [f"{t} (on {tbl})" for t, tbl in TRIGGERS.items() if t not in present]
             if absent:
                 out.problems.append(f"triggers missing: {', '.join(absent)}")
-            out.checked.append("publication, RLS and triggers")
+            problem = broadcast_event_problem([row[0] for row in c.execute(
+                "select p.prosrc from pg_proc p where p.proname = 'broadcast_event'"
+                " and p.pronamespace = 'public'::regnamespace")])
+            if problem:
+                out.problems.append(problem)
+            out.checked.append("publication, RLS, triggers and broadcast_event")
     except psycopg.OperationalError as e:
         first = redact(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
         raise TargetUnreachable(f"database unreachable for preflight: {first}") from e

@@ -264,7 +264,7 @@ class Probe:
         if self.info.presence:
             await self._join(self.info.presence, {"presence": {"key": self.name, "enabled": True}})
         for name in self.info.topics:
-            await self._join(name, {})
+            await self._join(name, {"private": True} if name in self.info.private_topics else {})
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.live.values())), timeout)
         except TimeoutError as e:
@@ -332,7 +332,8 @@ class JsProbes:
         """What the process is told of one probe: its token, channels and client policy."""
         subs = channels(p.info)
         return {"name": p.name, "token": p.token, "presence": p.info.presence, "topics": list(p.info.topics),
-                "url": p.rest_url or self.run.target.url, "heartbeatMs": int(p.info.heartbeat_s * 1000),
+                "privateTopics": list(p.info.private_topics), "url": p.rest_url or self.run.target.url,
+                "heartbeatMs": int(p.info.heartbeat_s * 1000),
                 "backoffMs": [int(b * 1000) for b in p.info.backoff_s],
                 "subs": [{"channel": name, "table": s.table, "filter": s.filter, "event": s.event,
                           "changed_at": s.changed_at} for name, s in subs]}

@@ -377,6 +377,7 @@ class ProbeInfo:
     subs: tuple[SubInfo, ...] = ()
     presence: str | None = None
     topics: tuple[str, ...] = ()
+    private_topics: tuple[str, ...] = ()  # the broadcast topics it joins as private channels (RLS on realtime.messages)
     via: str | None = None  # the fault proxy its socket goes through (None: direct)
     heartbeat_s: float = 25.0  # its client policy (supabase-js's: heartbeat 25 s, backoff 1, 2, 5, 10 s)
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)

@@ -63,6 +63,7 @@ class Target:
     db_url: str | None = field(default=None, repr=False)
     name: str = ""
     devices_via: str = ""  # host:port the device networks reach the target through (the containers netem link)
+    realtime_resume: str = ""  # the embedded stack's: what a realtime restart delivers (supabase | keep-everything)
 
     @property
     def host(self) -> str:
@@ -94,9 +95,13 @@ class Target:
 
     def public(self) -> dict[str, str | bool]:
         """For config.json and reports: no keys, no passwords."""
-        return {"kind": self.kind, "url": self.safe_url, "label": self.label, "loopback": self.is_loopback,
-                "anon_key": "<redacted>", "service_role_key": "<redacted>",
-                "db_url": redact(self.db_url) if self.db_url else ""}
+        out: dict[str, str | bool] = {"kind": self.kind, "url": self.safe_url, "label": self.label,
+                                      "loopback": self.is_loopback, "anon_key": "<redacted>",
+                                      "service_role_key": "<redacted>", "db_url": redact(self.db_url) if self.db_url
+                                      else ""}
+        if self.realtime_resume:
+            out["realtime_resume"] = self.realtime_resume
+        return out
 
 
 def _claims(key: str) -> dict[str, Any] | None:

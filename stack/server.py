@@ -62,6 +62,7 @@ class EmbeddedStack:
     jwt_secret: str = ""
     jwt_exp: int = 3600
     realtime_mode: str = "streaming"
+    realtime_resume: str = "supabase"  # or "keep-everything" (stack.realtime.server.RESUMES)
     fault_delivery_delay_ms: int = 0
     fault_refuse_joins_s: float = 0.0
     cluster: Cluster | None = None
@@ -108,7 +109,7 @@ class EmbeddedStack:
         from harness.targets import Target
 
         return Target("embedded", self.api_url, self.anon_key, self.service_role_key, self.superuser_dsn,
-                      name="embedded")
+                      name="embedded", realtime_resume=self.realtime_resume)
 
     def role_dsn(self, role: str) -> str:
         """A DSN that connects as ``role``: with its password on our own cluster; on an existing database the
@@ -154,6 +155,7 @@ class EmbeddedStack:
             realtime_dsn=self.role_dsn("supabase_realtime_admin"),
             jwt_exp=self.jwt_exp,
             realtime_mode=self.realtime_mode,
+            realtime_resume=self.realtime_resume,
             fault_delivery_delay_ms=self.fault_delivery_delay_ms,
             fault_refuse_joins_s=self.fault_refuse_joins_s,
         )

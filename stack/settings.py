@@ -30,6 +30,9 @@ class StackSettings:
     db_schemas: tuple[str, ...] = ("public",)  # schemas REST exposes (PostgREST db-schemas)
     db_pool_size: int = 10
     realtime_mode: str = "streaming"  # or "hosted-polling": hosted Supabase's 100 ms / 500 ms idle cadence
+    # what a realtime restart delivers: "supabase" (default) nothing committed while realtime was down, as
+    # Supabase Realtime's temporary slot; "keep-everything": the slot is kept across the restart and delivers it
+    realtime_resume: str = "supabase"
     fault_delivery_delay_ms: int = 0  # a fault for negative controls: hold every postgres_changes frame this long
     fault_refuse_joins_s: float = 0.0  # a fault for negative controls: refuse every join this long after a restart
     extra: dict[str, str] = field(default_factory=dict)

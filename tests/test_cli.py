@@ -30,6 +30,9 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["stack", "up", "--port", "0", "--jwt-secret", "short"], "at least 32"),
         (["stack", "up", "--port", "0", "--init-db"], "--init-db goes with --db-url"),
         (["stack", "up", "--port", "0", "--seed", "--no-seed"], "contradict"),
+        (["stack", "up", "--port", "0", "--realtime-resume", "sometimes"], "invalid choice"),
+        (["gate", "--url", "http://127.0.0.1:9", "--anon-key", "x", "--service-key", "y", "--realtime-resume",
+          "supabase"], "--realtime-resume"),
         ([], "required"),
     ],
 )
@@ -87,3 +90,21 @@ def test_version_and_help_show_what_a_user_needs() -> None:
     for needle in ("(default: 3)", "(default: reports)", "exit codes:", "143", "examples:", "SUPABASE_ANON_KEY",
                    "imply --target url"):
         assert needle in h.stdout, needle
+
+
+def test_realtime_resume_choices_are_the_stacks() -> None:
+    from harness.cli import RESUMES
+    from stack.realtime.server import RESUMES as STACK_RESUMES
+
+    assert RESUMES == STACK_RESUMES and RESUMES[0] == "supabase"  # the default is Supabase's behaviour
+
+
+def test_headline_names_the_realtime_resume() -> None:
+    from harness.report.text import headline
+
+    class V:  # the two fields headline reads, besides the label
+        label = "GO"
+        skipped: tuple[str, ...] = ()
+        target = {"kind": "embedded", "url": "http://127.0.0.1:1", "realtime_resume": "keep-everything"}
+
+    assert headline(V()).endswith("(target: embedded http://127.0.0.1:1, realtime resume: keep-everything)")  # type: ignore[arg-type]

@@ -4,7 +4,7 @@
 // device has). The first stdin line is the configuration (keys arrive here, never on the command
 // line): {"url", "anonKey", "serverOffsetNs", "probes": [{"name", "token", "url" (the API base its socket and
 // refetches go to: a fault proxy's, say), "heartbeatMs", "backoffMs": [...], "subs": [{"channel", "table",
-// "filter", "event", "changed_at"}], "topics": ["platform-announcements", ...], "presence": "admin-dashboard" |
+// "filter", "event", "changed_at"}], "topics": ["platform-announcements", ...], "privateTopics": [the topics joined as private channels], "presence": "admin-dashboard" |
 // null}]}. Channel names come from the harness (harness/records.py, ProbeInfo.pg_channels), so both flavours
 // join the same topics. A later "quit" line (or stdin closing) leaves.
 //
@@ -129,7 +129,7 @@ async function start(cfg, p) {
     watch(ch)
   }
   for (const topic of p.topics ?? []) {
-    const ch = supabase.channel(topic)
+    const ch = supabase.channel(topic, { config: { private: (p.privateTopics ?? []).includes(topic) } })
     ch.on('broadcast', { event: '*' }, (b) => {
       const t = process.hrtime.bigint()
       heard()

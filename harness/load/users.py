@@ -204,7 +204,9 @@ class SubscriberUser(User):
         viewer = Viewer(m.uid, m.role, m.vendor_id)  # type: ignore[arg-type]
         subs = LOAD_DECLARATION.subs(ProbeSpec(sid, self.app, m.name, self.screens, twin=False))
         self.info = ProbeInfo(name=sid, app=self.app, user=m.name, flavour="ours", presence=app.presence,
-                              topics=app.topics, subs=tuple(SubInfo(table=s.table, filter=s.filter_for(viewer),
+                              topics=app.topics,
+                              private_topics=tuple(t for t in app.topics if t in LOAD_DECLARATION.private_topics),
+                              subs=tuple(SubInfo(table=s.table, filter=s.filter_for(viewer),
                                                                      event=s.event) for s in subs))
         self.pg = {topic(name) for name, _ in self.info.pg_channels()}
         self.w.channels = len(self.info.topics_joined())
@@ -226,8 +228,9 @@ class SubscriberUser(User):
             if self.info.presence:
                 self._join(topic(self.info.presence), {"config": {"presence": {"key": sid, "enabled": True}},
                                                        "access_token": m.token})
-            for name in self.info.topics:
-                self._join(topic(name), {"config": {}, "access_token": m.token})
+            for name in self.info.topics:  # as the apps join them: private channels where declared
+                self._join(topic(name), {"config": {"private": name in self.info.private_topics},
+                                         "access_token": m.token})
             end = time.monotonic() + 30
             while self.live < self.pg and time.monotonic() < end:
                 self.client.poll(0.1)

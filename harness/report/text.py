@@ -41,6 +41,8 @@ def headline(v: Verdict) -> str:
     """The verdict's first line: the verdict and the target it ran against."""
     t = v.target
     where = f"{t.get('kind', '?')} {t.get('url', '')}".strip() if t else "unknown target"
+    if t and t.get("realtime_resume"):  # what a realtime restart delivered in this run (embedded stack)
+        where += f", realtime resume: {t['realtime_resume']}"
     skipped = f"; not tested: {', '.join(v.skipped)}" if v.skipped else ""
     return f"{v.label}  (target: {where}{skipped})"
 

@@ -20,6 +20,7 @@ disconnected, as Supabase does with slow consumers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 from harness.phoenix.codec import VSN1, Frame, FrameError, decode, encode
 from stack.realtime.filters import FilterError, Subscription, parse_params
 from stack.realtime.hub import Binding, Channel, Hub
+from stack.realtime.policies import Policies, Private, PrivateError, replay_params
 
 __all__ = ["CONFIRM_TOKEN_MAX_S", "LIVE_WAIT_S", "QUEUE_LIMIT", "Auth", "Connection", "Subscriptions"]
 
@@ -67,9 +69,11 @@ def _dict(v: Any) -> dict[str, Any]:
 class Connection:
     def __init__(self, *, hub: Hub, auth: Auth, subscriptions: Subscriptions, vsn: str = VSN1, api_key: str = "",
                  clock: Callable[[], float] = time.time, wakeup: Callable[[], None] = _nothing,
-                 queue_limit: int = QUEUE_LIMIT, admission: Callable[[], str | None] = lambda: None) -> None:
+                 queue_limit: int = QUEUE_LIMIT, admission: Callable[[], str | None] = lambda: None,
+                 private: Private | None = None) -> None:
         """``api_key``: the socket's key, a join's token when its payload has none; ``clock``: epoch seconds;
-        ``admission``: why every join is refused right now, or None (a fault knob for negative controls)."""
+        ``admission``: why every join is refused right now, or None (a fault knob for negative controls);
+        ``private``: the policies of realtime.messages and its replay (None: private joins are refused)."""
         self.hub = hub
         self.auth = auth
         self.subscriptions = subscriptions
@@ -79,6 +83,7 @@ class Connection:
         self.wakeup = wakeup
         self.queue_limit = queue_limit
         self.admission = admission
+        self.private = private
         self.channels: dict[str, Channel] = {}
         self.closed = False
         self.close_code = CLOSE_NORMAL
@@ -157,10 +162,15 @@ class Connection:
             self._reply(frame, "ok", {})
             self._leave(ch)
         elif frame.event == "access_token":
-            self._access_token(ch, payload.get("access_token"))
+            await self._access_token(ch, payload.get("access_token"))
         elif frame.event == "broadcast":
+            if ch.private and not await self._may_write(ch, "broadcast"):
+                return  # Supabase drops it without a word (no ack)
             self._broadcast(ch, frame, payload)
         elif frame.event == "presence":
+            if ch.private and payload.get("event") == "track" and not await self._may_write(ch, "presence"):
+                self._reply(frame, "error", {})
+                return
             self._presence(ch, frame, payload)
         else:
             self._reply(frame, "error", {"reason": f"unknown event {frame.event[:64]!r}"})
@@ -218,7 +228,7 @@ class Connection:
         self.send(Frame(topic=ch.topic, event="phx_close", payload={}, ref=ch.join_ref, join_ref=ch.join_ref))
         self._leave(ch)
 
-    def _access_token(self, ch: Channel, token: Any) -> None:
+    async def _access_token(self, ch: Channel, token: Any) -> None:
         if not isinstance(token, str) or not token or token == ch.token or token.startswith("sb_"):
             return
         now = self.clock()
@@ -226,8 +236,40 @@ class Connection:
         if claims is None:
             self._shutdown(ch, reason.split(": ", 1)[-1])
             return
+        if ch.private and self.private is not None and ch.policies is not None:
+            # the policies are evaluated again under the new claims; a read they no longer allow closes the channel
+            before = ch.policies
+            try:
+                br, pr = await self.private.read(ch.sub_topic, claims, presence=before.presence_read is not None)
+            except PrivateError as e:
+                log.info("policies of %s not re-evaluated: %s", ch.sub_topic[:64], e)
+                return
+            if ch.closed:
+                return
+            if (before.broadcast_read and not br) or (before.presence_read and not pr):
+                self._shutdown(ch, f"You no longer have permission to read from this Channel topic: {ch.sub_topic}")
+                return
+            ch.policies = Policies(broadcast_read=br, presence_read=pr if before.presence_read is not None else None)
         ch.set_claims(token, claims)
         self._schedule_token_check(ch, now)
+
+    async def _may_write(self, ch: Channel, extension: str) -> bool:
+        """A private channel's write, evaluated once (at the first send) under the channel's claims."""
+        pol = ch.policies
+        if pol is None or self.private is None:
+            return False
+        attr = "broadcast_write" if extension == "broadcast" else "presence_write"
+        if getattr(pol, attr) is None:
+            try:
+                allowed = await self.private.write(ch.sub_topic, ch.claims, extension)
+            except PrivateError as e:
+                log.info("%s policy of %s not evaluated: %s", extension, ch.sub_topic[:64], e)
+                return False
+            setattr(pol, attr, allowed)
+            if extension == "presence" and pol.presence_read is None:  # presence enabled by this track
+                with contextlib.suppress(PrivateError):
+                    pol.presence_read = (await self.private.read(ch.sub_topic, ch.claims, presence=True))[1]
+        return bool(getattr(pol, attr))
 
     # -- join / leave -------------------------------------------------------------------
     async def _join(self, frame: Frame) -> None:
@@ -237,9 +279,10 @@ class Connection:
             return
         payload = _dict(frame.payload)
         config = _dict(payload.get("config"))
-        if config.get("private") is True:
-            self._reply(frame, "error", {"reason": "PrivateChannelsUnsupported: this stack serves public channels"
-                                                   " only (no realtime.messages authorization)"})
+        private = config.get("private") is True
+        if private and self.private is None:
+            self._reply(frame, "error", {"reason": "PrivateChannelsUnsupported: this server has no realtime.messages"
+                                                   " authorization"})
             return
         refused = self.admission()
         if refused:
@@ -250,16 +293,58 @@ class Connection:
         if claims is None:
             self._reply(frame, "error", {"reason": reason})
             return
+        broadcast, presence = _dict(config.get("broadcast")), _dict(config.get("presence"))
+        sub_topic = topic.removeprefix("realtime:")
+        policies: Policies | None = None
+        replay: tuple[int, int] | None = None
+        if "replay" in broadcast:
+            if not private:
+                self._reply(frame, "error", {"reason": "UnableToReplayMessages: Replay is not allowed for public"
+                                                       " channels"})
+                return
+            replay = replay_params(broadcast.get("replay"))
+            if replay is None:
+                self._reply(frame, "error", {"reason": "UnableToReplayMessages: Replay params are not valid"})
+                return
+        if private:
+            assert self.private is not None
+            presence_on = presence.get("enabled") is True
+            try:
+                br, pr = await self.private.read(sub_topic, claims, presence=presence_on)
+            except PrivateError as e:
+                if not self.closed:
+                    self._reply(frame, "error", {"reason": f"UnableToSetPolicies: {e}"})
+                return
+            if self.closed:
+                return
+            if not (br or pr) or (replay is not None and not br):
+                self._reply(frame, "error", {"reason": "Unauthorized: You do not have permissions to read from this"
+                                                       f" Channel topic: {sub_topic}"})
+                return
+            policies = Policies(broadcast_read=br, presence_read=pr if presence_on else None)
+        replayed: list[dict[str, Any]] = []
+        if replay is not None:
+            assert self.private is not None
+            try:
+                replayed = await self.private.replay(sub_topic, *replay)
+            except PrivateError as e:
+                if not self.closed:
+                    log.info("replay of %s failed: %s", sub_topic[:64], e)
+                    self._reply(frame, "error", {"reason": "UnableToReplayMessages: Realtime was unable to replay"
+                                                           " messages"})
+                return
+            if self.closed:
+                return
         existing = self.channels.get(topic)
         if existing is not None:  # Phoenix: a duplicate join closes the old channel first
             self.send(Frame(topic=topic, event="phx_close", payload={}, ref=existing.join_ref,
                             join_ref=existing.join_ref))
             self._leave(existing)
-        broadcast, presence = _dict(config.get("broadcast")), _dict(config.get("presence"))
         ch = Channel(outbox=self, topic=topic, join_ref=frame.join_ref or frame.ref, claims=claims, token=str(token),
                      self_broadcast=broadcast.get("self") is True, ack_broadcast=broadcast.get("ack") is True,
                      presence_key=str(presence.get("key") or "") or str(uuid.uuid4()),
-                     presence_enabled=presence.get("enabled") is True)
+                     presence_enabled=presence.get("enabled") is True, private=private, policies=policies,
+                     replayed={str(m["id"]) for m in replayed})
         raw = config.get("postgres_changes")
         pg_params = raw if isinstance(raw, list) else []
         subs: list[Subscription] = []
@@ -287,9 +372,19 @@ class Connection:
         self._reply(frame, "ok", {"postgres_changes": reply_changes})
         now = self.clock()
         self._schedule_token_check(ch, now)
-        if ch.presence_enabled:
-            self.send(Frame(topic=topic, event="presence_state", payload=self.hub.presence_state(topic),
+        if ch.presence_enabled and ch.receives("presence_state"):
+            self.send(Frame(topic=topic, event="presence_state", payload=self.hub.presence_state(ch.room),
                             join_ref=ch.join_ref))
+        for m in replayed:  # Supabase sends them once the join has been answered
+            meta = {"replayed": True, "id": str(m["id"])}
+            if m.get("binary") is not None:
+                if self.vsn == VSN1:
+                    continue  # a vsn 1.0.0 client cannot read a binary payload
+                body: Any = m["binary"]
+            else:
+                body = m.get("payload")
+            self.send(Frame(topic=topic, event="broadcast", join_ref=ch.join_ref,
+                            payload={"type": "broadcast", "event": m.get("event"), "payload": body, "meta": meta}))
         if pg_params:
             if error:
                 self._system(ch, "postgres_changes", "error", error)
@@ -304,7 +399,7 @@ class Connection:
         leaves = self.hub.untrack(ch)
         self.hub.remove(ch)
         if leaves:
-            self.hub.fan_out(ch.topic, "presence_diff", {"joins": {}, "leaves": leaves})
+            self.hub.fan_out(ch.room, "presence_diff", {"joins": {}, "leaves": leaves})
 
     def _leave(self, ch: Channel) -> None:
         if self.channels.get(ch.topic) is ch:
@@ -318,7 +413,7 @@ class Connection:
             self._reply(frame, "error", {"reason": "broadcast needs an event name"})
             return
         out = {"type": "broadcast", "event": event, "payload": payload.get("payload", {})}
-        self.hub.fan_out(ch.topic, "broadcast", out, skip=None if ch.self_broadcast else ch)
+        self.hub.fan_out(ch.room, "broadcast", out, skip=None if ch.self_broadcast else ch)
         if ch.ack_broadcast:
             self._reply(frame, "ok", {})
 
@@ -332,11 +427,11 @@ class Connection:
             ch.presence_enabled = True
             joins, leaves = self.hub.track(ch, meta)
             self._reply(frame, "ok", {})
-            self.hub.fan_out(ch.topic, "presence_diff", {"joins": joins, "leaves": leaves})
+            self.hub.fan_out(ch.room, "presence_diff", {"joins": joins, "leaves": leaves})
         elif event == "untrack":
             leaves = self.hub.untrack(ch)
             self._reply(frame, "ok", {})
             if leaves:
-                self.hub.fan_out(ch.topic, "presence_diff", {"joins": {}, "leaves": leaves})
+                self.hub.fan_out(ch.room, "presence_diff", {"joins": {}, "leaves": leaves})
         else:
             self._reply(frame, "error", {"reason": "presence event must be track or untrack"})

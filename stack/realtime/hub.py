@@ -15,8 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.phoenix.codec import Frame
+from harness.phoenix.codec import VSN2, Frame
 from stack.realtime.filters import Subscription, matches
+from stack.realtime.policies import Policies
 
 if TYPE_CHECKING:
     from stack.realtime.wal import Change
@@ -67,6 +68,9 @@ class Channel:
     presence_enabled: bool = False
     bindings: list[Binding] = field(default_factory=list)
     closed: bool = False
+    private: bool = False  # authorized by realtime.messages' policies (``policies``); a room apart from public ones
+    policies: Policies | None = None
+    replayed: set[str] = field(default_factory=set)  # ids of realtime.messages replayed at join: not sent twice
     _identity: tuple[str, str] = ("", "")
 
     def __post_init__(self) -> None:
@@ -76,6 +80,21 @@ class Channel:
         self.token, self.claims = token, claims
         self._identity = (str(claims.get("role", "anon")),
                           json.dumps(claims, sort_keys=True, separators=(",", ":")))
+
+    @property
+    def room(self) -> str:
+        """The hub's key: a private channel never shares a room with the public channel of the same topic."""
+        return f"private:{self.topic}" if self.private else self.topic
+
+    def receives(self, event: str) -> bool:
+        """A private channel gets broadcasts only with broadcast read, presence only with presence read."""
+        if self.policies is None:
+            return True
+        if event == "broadcast":
+            return self.policies.broadcast_read is True
+        if event in ("presence_diff", "presence_state"):
+            return self.policies.presence_read is True
+        return True
 
     @property
     def sub_topic(self) -> str:
@@ -99,17 +118,17 @@ class Hub:
 
     # -- channels ------------------------------------------------------------------
     def add(self, ch: Channel) -> None:
-        self.topics[ch.topic].add(ch)
+        self.topics[ch.room].add(ch)
         for b in ch.bindings:
             self._by_table[(b.sub.schema, b.sub.table)].append(b)
 
     def remove(self, ch: Channel) -> None:
         ch.closed = True
-        members = self.topics.get(ch.topic)
+        members = self.topics.get(ch.room)
         if members is not None:
             members.discard(ch)
             if not members:
-                del self.topics[ch.topic]
+                del self.topics[ch.room]
         for b in ch.bindings:
             lst = self._by_table.get((b.sub.schema, b.sub.table))
             if lst is not None:
@@ -130,19 +149,27 @@ class Hub:
         return sum(len(v) for v in self._by_table.values())
 
     # -- fan-out -------------------------------------------------------------------
-    def fan_out(self, topic: str, event: str, payload: Any, skip: Channel | None = None) -> int:
-        """One frame to every channel on ``topic`` (but ``skip``), each under its own join_ref; how many got it."""
+    def fan_out(self, room: str, event: str, payload: Any, skip: Channel | None = None, vsn2_only: bool = False,
+                skip_id: str | None = None) -> int:
+        """One frame to every channel in ``room`` (a public topic, or a private channel's ``room``) but ``skip``
+        and those its policies keep from receiving ``event`` (``vsn2_only``: a binary payload, which a vsn 1.0.0
+        client cannot read; ``skip_id``: a message already replayed to a channel), each under its own join_ref;
+        how many got it."""
         n = 0
-        for ch in list(self.topics.get(topic, ())):
-            if ch is not skip:
-                ch.outbox.send(Frame(topic=topic, event=event, payload=payload, join_ref=ch.join_ref))
-                n += 1
+        for ch in list(self.topics.get(room, ())):
+            if ch is skip or not ch.receives(event) or (skip_id is not None and skip_id in ch.replayed):
+                continue
+            if vsn2_only and getattr(ch.outbox, "vsn", VSN2) != VSN2:
+                continue
+            ch.outbox.send(Frame(topic=ch.topic, event=event, payload=payload, join_ref=ch.join_ref))
+            n += 1
         return n
 
-    def broadcast_from_api(self, topic: str, event: str, payload: Any) -> int:
-        """The REST broadcast endpoint's delivery: every channel on the topic gets it."""
+    def broadcast_from_api(self, topic: str, event: str, payload: Any, private: bool = False) -> int:
+        """The REST broadcast endpoint's delivery: every channel on the topic (private or public) gets it."""
         full = topic if topic.startswith("realtime:") else f"realtime:{topic}"
-        return self.fan_out(full, "broadcast", {"type": "broadcast", "event": event, "payload": payload})
+        return self.fan_out(f"private:{full}" if private else full, "broadcast",
+                            {"type": "broadcast", "event": event, "payload": payload})
 
     # -- presence ------------------------------------------------------------------
     def presence_state(self, topic: str) -> dict[str, Any]:
@@ -151,7 +178,7 @@ class Hub:
     def track(self, ch: Channel, meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Set this channel's presence; return (joins, leaves) for the diff."""
         key = ch.presence_key
-        entry = self.presence[ch.topic][key]
+        entry = self.presence[ch.room][key]
         previous = entry.get(ch)
         new_meta = {**meta, "phx_ref": uuid.uuid4().hex[:20]}
         if previous is not None:
@@ -162,7 +189,7 @@ class Hub:
 
     def untrack(self, ch: Channel) -> dict[str, Any]:
         """Remove this channel's presence; return the leaves of the diff (empty if it had none)."""
-        topic_state = self.presence.get(ch.topic)
+        topic_state = self.presence.get(ch.room)
         if topic_state is None:
             return {}
         entry = topic_state.get(ch.presence_key)
@@ -172,5 +199,5 @@ class Hub:
         if not entry:
             del topic_state[ch.presence_key]
         if not topic_state:
-            del self.presence[ch.topic]
+            del self.presence[ch.room]
         return {ch.presence_key: {"metas": [meta]}}

@@ -25,7 +25,7 @@ full (no short-circuit between policies), so an error anywhere fails the whole q
 asks the per-identity checker: where the two could differ (an error one path skips and the other
 reaches), the per-identity answer wins. Errors PostgreSQL's planner raises before any policy runs (it
 evaluates stable claim expressions such as ``auth.uid()``'s cast for its estimates) are found per identity
-by ``realtime.zora_plan_probe`` (stack/sql/003); such an identity sees nothing (changes.py).
+by ``realtime.zora_plan_probe`` (stack/sql/004); such an identity sees nothing (changes.py).
 """
 
 from __future__ import annotations

@@ -267,7 +267,11 @@ class PollingSource:
     """Hosted Supabase's cadence: poll a temporary slot every 100 ms, 500 ms after an empty poll."""
 
     def __init__(self, dsn: str, slot: str, on_transaction: OnTransaction,
-                 interval: float = 0.1, idle_interval: float = 0.5, max_changes: int = 1000) -> None:
+                 interval: float = 0.1, idle_interval: float = 0.5, max_changes: int = 1000,
+                 temporary: bool = True) -> None:
+        """``temporary``: make the slot, living as long as the polling connection (hosted Realtime); else read
+        the permanent slot the server made (``--realtime-resume keep-everything``)."""
+        self.temporary = temporary
         self.dsn = dsn
         self.slot = slot
         self.on_transaction = on_transaction
@@ -286,7 +290,8 @@ class PollingSource:
         while not self._stopping:
             try:
                 async with await connect(self.dsn, autocommit=True) as conn:
-                    await self._create_temporary_slot(conn)
+                    if self.temporary:
+                        await self._create_temporary_slot(conn)
                     self.connected.set()
                     while not self._stopping:
                         cur = await conn.execute(query, (self.slot, self.max_changes, *opts))

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from harness.apps import SPOOFING
 from harness.checks import Result, analyze, combine, completeness, latency, ordering, percentile, run_checker
 from harness.criteria import CriteriaError, load_criteria, parse_criteria, verdict
-from harness.records import Cleanup, Interrupted, PreflightDone, Record, RunError, RunPlan
+from harness.records import Cleanup, Expectation, Interrupted, Op, PreflightDone, Record, RunError, RunPlan
 from tests.harness.histories import MS, WALL0, broadcast, clock, expectation, finished, probes, seen, started, write
 
 CRITERIA = load_criteria()
@@ -175,9 +176,17 @@ def test_ordering() -> None:
     assert ordering(analyze([])).valid is None
 
 
+def spoof_attempt() -> list[Record]:
+    """The gate's check that a customer cannot send announcements (no_spoofing): an attempt nobody may receive."""
+    exp = Expectation(eid="announcement:broadcast:s1", source="broadcast", subject="announcement", match={"id": "s1"},
+                      deliver_to=(), group=SPOOFING)
+    return [Op(t=0, process="customer", type="invoke", f="spoof_announcement_ws", op_id=99),
+            Op(t=MS, process="customer", type="ok", f="spoof_announcement_ws", op_id=99, expect=(exp,))]
+
+
 def good_history() -> list[Record]:
     """A healthy run of the flows phase (no faults: the resilience criteria are not judged)."""
-    h: list[Record] = [started(), RunPlan(phases=("flows",)), clock()]
+    h: list[Record] = [started(), RunPlan(phases=("flows",)), clock(), *spoof_attempt()]
     for i, (group, ps) in enumerate([("order_visible", ["vendor", "admin"]), ("status_update", ["customer"]),
                                      ("cart_sync", ["device-2"]), ("notification", ["vendor"]),
                                      ("realtime_message", ["admin"])]):
@@ -206,6 +215,8 @@ def test_default_criteria_and_verdicts() -> None:
     assert "notifications" in failing(slow)
     slow_message = [*good[:-1], seen(4000 * MS + 700 * MS, "admin", "4"), *finished()]  # no commit: send->deliver
     assert failing(slow_message) == ["broadcast_presence"]
+    spoofed = [*good, broadcast(9000 * MS, "admin", "announcement", id="s1"), *finished()]
+    assert failing(spoofed) == ["no_spoofing"]
     assert verdict(analyze([]), CRITERIA).go is False  # no evidence is no GO
 
 

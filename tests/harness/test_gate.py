@@ -19,12 +19,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness.apps import PROBES, Declaration
 from harness.browser import browser_unavailable
 from harness.checks import analyze
 from harness.checks.completeness import recovered
-from harness.criteria import Verdict, load_criteria
-from harness.flows import BrowserPlan
-from harness.gate import run_gate
+from harness.criteria import Verdict, load_criteria, parse_criteria
+from harness.flows import FLOWS, BrowserPlan, database_broadcast
+from harness.gate import PG_NOTIFY_PROBLEM, run_gate
 from harness.history import read_history
 from harness.records import ChannelClosed, Interrupted, RunFinished
 from stack import jwt
@@ -144,6 +145,49 @@ def test_rls_leaking_other_customers_orders_shows_as_unexpected(fresh: EmbeddedS
     v, _ = gate(fresh, tmp_path)
     f = failing(v)
     assert not v.go and "no_leaks" in f and re.search(r"[1-9]\d* unexpected", f["no_leaks"])
+
+
+# 001 §4.1.1 (migration 016) as the documents wrote it
+DOCUMENTS_BROADCAST_EVENT = """create or replace function public.broadcast_event(channel_name text, event_type text,
+    payload jsonb) returns void language plpgsql security definer set search_path = '' as $$
+begin
+    perform pg_notify(channel_name, json_build_object('event', event_type, 'payload', payload)::text);
+end;
+$$;"""
+
+
+def test_broadcast_event_with_the_documents_pg_notify_body(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    break_db(fresh, DOCUMENTS_BROADCAST_EVENT)
+    v, _ = gate(fresh, tmp_path)
+    assert not v.go and failing(v)["preflight"] == PG_NOTIFY_PROBLEM
+    v, run_dir = gate(fresh, tmp_path, skip_preflight=True)  # and the event really reaches nobody
+    assert not v.go and "unseen" in failing(v)["delivery"]
+    lines = {c["criterion"]: c for c in json.loads((run_dir / "results.json").read_text())["criteria"]}
+    unseen = lines["delivery"]["details"]["evidence"]["unseen"]
+    assert unseen and all(u["eid"].startswith("platform_event:") for u in unseen)
+
+
+def test_announcements_on_the_documents_public_channel_can_be_spoofed(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    """The apps join platform-announcements as a public channel (001 §3.2): a customer's message reaches them."""
+    public = Declaration(private_topics=frozenset())
+    flows = [f for f in FLOWS if f is not database_broadcast]  # broadcast_event sends on the private channel
+    r = run_gate(fresh.target(), CRITERIA, tmp_path, rounds=1, settle_s=CRITERIA.settle_floor_s(), quiet=True,
+                 faults=False, stack=fresh, declaration=public, flows=flows)
+    f = failing(r.verdict)
+    assert not r.verdict.go and set(f) == {"no_spoofing"}, f
+    assert "platform-announcements" in f["no_spoofing"] and "INSERT policy on realtime.messages" in f["no_spoofing"]
+    assert r.verdict.line("no_spoofing").result.value >= len(PROBES)  # every app instance got it, at least once
+
+
+def test_no_spoofing_can_be_turned_off_in_the_criteria(fresh: EmbeddedStack, tmp_path: Path) -> None:
+    text = (ROOT / "fixtures" / "criteria.toml").read_text()
+    assert "[no_spoofing]" in text
+    without = parse_criteria(text[:text.index("[no_spoofing]")], "criteria without no_spoofing")
+    public = Declaration(private_topics=frozenset())
+    flows = [f for f in FLOWS if f is not database_broadcast]
+    r = run_gate(fresh.target(), without, tmp_path, rounds=1, settle_s=without.settle_floor_s(), quiet=True,
+                 faults=False, stack=fresh, declaration=public, flows=flows)
+    assert r.verdict.go, failing(r.verdict)  # the spoofed messages are not counted as leaks either
 
 
 def test_artificial_delay_above_budget(tmp_path: Path) -> None:

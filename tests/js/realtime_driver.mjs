@@ -16,6 +16,13 @@ const supabase = createClient(url, key, {
   realtime: { transport: ws, params: { eventsPerSecond: 1000 }, reconnectAfterMs: (n) => [200, 400, 800][n - 1] ?? 1000 },
 })
 const channels = new Map()
+// a binary broadcast (vsn 2.0.0) arrives as an ArrayBuffer: written out as {binary_hex} so the test can read it
+const plain = (p) => {
+  const v = p?.payload
+  if (v instanceof ArrayBuffer) return { ...p, payload: { binary_hex: Buffer.from(v).toString('hex') } }
+  if (ArrayBuffer.isView(v)) return { ...p, payload: { binary_hex: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex') } }
+  return p
+}
 const out = (o) => process.stdout.write(JSON.stringify({ t: Number(process.hrtime.bigint()), ...o }) + '\n')
 
 async function handle(cmd) {
@@ -26,7 +33,7 @@ async function handle(cmd) {
         ch.on('postgres_changes', pg, (p) => out({ ev: 'change', name: cmd.name, payload: p }))
       }
       for (const event of cmd.broadcast ?? []) {
-        ch.on('broadcast', { event }, (p) => out({ ev: 'broadcast', name: cmd.name, payload: p }))
+        ch.on('broadcast', { event }, (p) => out({ ev: 'broadcast', name: cmd.name, payload: plain(p) }))
       }
       if (cmd.presence) {
         ch.on('presence', { event: 'sync' }, () => out({ ev: 'presence', name: cmd.name, kind: 'sync', state: ch.presenceState() }))

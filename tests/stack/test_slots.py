@@ -54,9 +54,9 @@ def test_drop_stale_slots_drops_only_ours_whose_owner_is_gone(stack: EmbeddedSta
                                                               caplog: pytest.LogCaptureFixture) -> None:
     me = parse_slot_name(slot_name())
     assert me is not None
-    stale = _name(replace(me, pid=_dead_pid()), seq=7)
-    alive = _name(me, seq=8)  # inactive, but its owner (this process) is alive: a reconnect in progress
-    foreign = _name(replace(me, host="otherhost", pid=_dead_pid()), seq=9)
+    stale = _name(replace(me, pid=_dead_pid()), seq=90007)  # far from the seqs of this process's stacks
+    alive = _name(me, seq=90008)  # inactive, but its owner (this process) is alive: a reconnect in progress
+    foreign = _name(replace(me, host="otherhost", pid=_dead_pid()), seq=90009)
     legacy = "zora_realtime_424242"
     names = [stale, alive, foreign, legacy]
     with psycopg.connect(stack.superuser_dsn, autocommit=True) as c:

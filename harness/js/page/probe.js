@@ -208,7 +208,7 @@
       watch(ch)
     }
     for (const topic of p.topics ?? []) {
-      const ch = supabase.channel(topic)
+      const ch = supabase.channel(topic, { config: { private: (p.privateTopics ?? []).includes(topic) } })
       ch.on('broadcast', { event: '*' }, (b) => {
         const t = now()
         heard()
