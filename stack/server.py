@@ -62,6 +62,7 @@ class EmbeddedStack:
     jwt_secret: str = ""
     jwt_exp: int = 3600
     realtime_mode: str = "streaming"
+    db_schemas: tuple[str, ...] = ("public",)  # schemas REST exposes, the first the default (PostgREST db-schemas)
     fault_delivery_delay_ms: int = 0
     fault_refuse_joins_s: float = 0.0
     cluster: Cluster | None = None
@@ -154,6 +155,7 @@ class EmbeddedStack:
             realtime_dsn=self.role_dsn("supabase_realtime_admin"),
             jwt_exp=self.jwt_exp,
             realtime_mode=self.realtime_mode,
+            db_schemas=tuple(self.db_schemas),
             fault_delivery_delay_ms=self.fault_delivery_delay_ms,
             fault_refuse_joins_s=self.fault_refuse_joins_s,
         )
