@@ -318,10 +318,15 @@ class RestAPI:
                 applied.append(f"count={prefs['count']}")
             fmt = self._format(request)
             if request.method in ("GET", "HEAD"):
-                row = await (await conn.execute(b.read(rel, spec, count, single, strip_nulls=fmt == "stripped"),
-                                                b.params)).fetchone()
+                planned = prefs.get("count") == "planned"
+                row = await (await conn.execute(b.read(rel, spec, count and not planned, single,
+                                                       strip_nulls=fmt == "stripped"), b.params)).fetchone()
                 assert row is not None
                 total, n, body = row
+                if planned:
+                    pb = Builder(self.cache, schema)
+                    plan = await (await conn.execute(pb.planned_count(rel, spec), pb.params)).fetchone()
+                    total = int(plan[0][0]["Plan"]["Plan Rows"]) if plan else None
                 status = 200
                 if total is not None:
                     if spec.offset and spec.offset >= total > 0:
@@ -454,6 +459,10 @@ class RestAPI:
                                             b.params)).fetchone()
             assert row is not None
             total, n, body_text = row[0], row[1], row[2]
+            max_affected = self._max_affected(prefs, applied)
+            if max_affected is not None and n > max_affected:
+                raise RestError(400, "PGRST124", "Query result exceeds max-affected preference constraint",
+                                f"The query affects {n} rows")
             rollback = self._tx_rollback(prefs, applied)
             if fn.returns_void:
                 resp = self._respond(request, 204, None, 0, None, 0, False, applied, range_header=False)
@@ -461,7 +470,7 @@ class RestAPI:
                 if not fn.returns_set:
                     single = False
                 resp = self._respond(request, 200, body_text, n, total, spec.offset, single, applied, fmt=fmt,
-                                     range_header=fn.returns_set)
+                                     range_header=fn.returns_set or total is not None)
             if rollback:
                 raise Rollback(resp)
             return resp

@@ -85,6 +85,10 @@ def _matches_hint(link: Link, hint: str) -> bool:
         return hint == link.junction.name or (link.jfk_target is not None and hint in (link.jfk_target.name,))
     if link.fk is not None:
         fk = link.fk
+        if (fk.schema, fk.table) == (fk.ref_schema, fk.ref_table):
+            # a self-referencing key, as PostgREST 12 answers it: a column hint names the rows pointing here
+            # (one-to-many); the constraint's name matches neither direction (PGRST200)
+            return not link.forward and hint in fk.columns
         return hint == fk.name or hint in fk.columns or hint in fk.ref_columns or hint == fk.table
     return link.function is not None and hint == link.function.name
 

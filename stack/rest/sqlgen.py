@@ -337,6 +337,12 @@ class Builder:
             q = q + sql.SQL(" OFFSET {}").format(self.p(spec.offset))
         return self._wrap(total, q, single_row, strip_nulls)
 
+    def planned_count(self, rel: Relation, spec: ReadSpec) -> sql.Composed:
+        """``Prefer: count=planned``: the planner's row estimate for the filtered relation, as PostgREST."""
+        ca = self.alias()
+        return sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} AS {} WHERE {}").format(
+            self.ident(rel), sql.Identifier(ca), self._where_with_inner(rel, ca, spec))
+
     def _where_with_inner(self, rel: Relation, alias: str, spec: ReadSpec) -> sql.Composable:
         conds = [self.where(rel, alias, spec.filters)]
         for item in spec.select:
@@ -476,7 +482,8 @@ class Builder:
         if rel is not None:  # rows: select, filters, embedding, order, count as on a table
             return self.read(rel, spec, count, single_row or not fn.returns_set, source=call, strip_nulls=strip_nulls)
         if not fn.returns_set and not fn.returns_composite:
-            return sql.SQL("SELECT NULL::bigint AS total, 1 AS n, to_json({})::text AS body").format(call)
+            one = sql.SQL("1::bigint" if count else "NULL::bigint")
+            return sql.SQL("SELECT {} AS total, 1 AS n, to_json({})::text AS body").format(one, call)
         a = self.alias()
         where = sql.SQL(" AND ").join(self._free_condition(a, f) for f in spec.filters) if spec.filters \
             else sql.SQL("true")
