@@ -121,6 +121,8 @@ def resolve(cache: SchemaCache, schema: str, parent: Relation, e: Embed) -> Link
                 child = cache.relation(fk.schema, fk.table)
                 if child is not None:
                     links.append(Link(child, child.is_unique(fk.columns), fk, False))
+        if len(links) > 1:  # a key column names the key's own table before the views that show it
+            links = [link for link in links if link.target.kind not in ("v", "m")] or links
     if not links:
         raise RestError(400, "PGRST200",
                         f"Could not find a relationship between '{parent.name}' and '{e.relation}' in the schema cache",
