@@ -435,6 +435,8 @@ class RestAPI:
             body: Any = None
             if request.method == "POST":
                 body = await self._json_body(request)
+                if body is None:  # a JSON null: no arguments
+                    body = {}
                 given = set(body) if isinstance(body, dict) else set()
             else:
                 given = {k for k in request.query_params if k not in RESERVED and "." not in k}
@@ -443,8 +445,10 @@ class RestAPI:
             if request.method == "POST":
                 if isinstance(body, dict) and (given <= set(fn.arg_names)):
                     args: dict[str, Any] = body
-                else:  # a single unnamed json/jsonb parameter takes the whole body
-                    args = {fn.arg_names[0]: body}
+                elif fn.arg_names == ("",):  # a single unnamed json/jsonb parameter takes the whole body
+                    args = {"": body}
+                else:
+                    args = {}
             else:
                 args = {k: v for k, v in request.query_params.items() if k in fn.arg_names}
             spec = self._spec(request, set(fn.arg_names) if request.method != "POST" else None)
