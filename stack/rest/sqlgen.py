@@ -378,14 +378,18 @@ class Builder:
         a = self.alias()
         collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
         if missing_default:  # a key absent from an object takes the column's default, not NULL
+            # each default is evaluated for every row, given or not (PostgREST's statement does the same, so a
+            # sequence advances as it does there)
             picks_list: list[sql.Composable] = []
-            for c in cols:
+            defaults: list[sql.Composable] = []
+            for i, c in enumerate(cols):
                 default = rel.columns[c].default
+                defaults.append(sql.SQL("{} AS {}").format(sql.SQL(default or "NULL"), sql.Identifier(f"pgrst_d{i}")))
                 picks_list.append(sql.SQL(
-                    "CASE WHEN pgrst_e ? {} THEN (jsonb_populate_record(NULL::{}, pgrst_e)).{} ELSE {} END").format(
-                    sql.Literal(c), self.ident(rel), sql.Identifier(c), sql.SQL(default or "NULL")))
-            picks = sql.SQL(", ").join(picks_list)
-            src = sql.SQL("SELECT {} FROM jsonb_array_elements({}::jsonb) pgrst_e").format(picks, self.p(json.dumps(rows)))
+                    "CASE WHEN pgrst_e ? {} THEN (jsonb_populate_record(NULL::{}, pgrst_e)).{} ELSE pgrst_x.{} END"
+                ).format(sql.Literal(c), self.ident(rel), sql.Identifier(c), sql.Identifier(f"pgrst_d{i}")))
+            src = sql.SQL("SELECT {} FROM (SELECT pgrst_e, {} FROM jsonb_array_elements({}::jsonb) pgrst_e) pgrst_x").format(
+                sql.SQL(", ").join(picks_list), sql.SQL(", ").join(defaults), self.p(json.dumps(rows)))
         else:
             src = sql.SQL("SELECT {} FROM json_populate_recordset(NULL::{}, {}::json)").format(
                 collist, self.ident(rel), self.p(json.dumps(rows)))
