@@ -144,7 +144,7 @@ STEPS: list[dict[str, Any]] = [
                ["select", '"column whitespace", id']], "js_only": True,
      "data": [{"column whitespace": "foo", "id": 1}], "status": 201},
     {"chain": [["from", "channels"], ["insert", [{"id": 20, "slug": "a"}, {"slug": "b"}], {"defaultToNull": False}],
-               ["select", "id, slug"]], "js_only": True, "data": [{"id": 20, "slug": "a"}, {"id": 12, "slug": "b"}]},  # defaults run for every row,
+               ["select", "id, slug"]], "js_only": True, "data": [{"id": 20, "slug": "a"}, {"id": 12, "slug": "b"}]},
     {"chain": [["from", "users"], ["upsert", {"username": "ann", "status": "ONLINE"}], ["select", "username"]],
      "js_only": True, "data": [{"username": "ann"}], "status": 200},  # only updated: 200, not 201
     {"chain": [["from", "users"], ["update", {"bio": "x"}], ["eq", "status", "ONLINE"], ["maxAffected", 1]],
