@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -245,6 +246,30 @@ class RestAPI:
         applied += ["handling=strict", f"max-affected={value}"]
         return int(value)
 
+    def _plan_request(self, request: Request) -> tuple[str, tuple[str, ...]] | None:
+        """``Accept: application/vnd.pgrst.plan+json; for="..."; options=analyze|verbose``: (format, options),
+        served when the ``pgrst.db_plan_enabled`` role setting is true, as PostgREST's db-plan-enabled."""
+        accept = request.headers.get("accept", "")
+        m = re.match(r"\s*application/vnd\.pgrst\.plan(?:\+(json|text))?", accept)
+        if not m:
+            return None
+        if self.cache.config.get("db_plan_enabled", "false").lower() not in ("true", "on", "1", "yes"):
+            raise RestError(406, "PGRST107", "None of these media types are available: " + accept.split(";")[0])
+        om = re.search(r"options=([a-z|]*)", accept)
+        opts = tuple(o for o in (om.group(1).split("|") if om else []) if o)
+        if any(o not in ("analyze", "verbose", "settings", "buffers", "wal") for o in opts):
+            raise RestError(406, "PGRST107", f"None of these media types are available: {accept}")
+        return m.group(1) or "text", opts
+
+    @staticmethod
+    async def _explain(conn: psycopg.AsyncConnection, stmt: Any, params: dict[str, Any], fmt: str,
+                       opts: tuple[str, ...]) -> Response:
+        words = [f"FORMAT {fmt.upper()}"] + [o.upper() for o in opts]  # from the fixed list checked above
+        explain = sql.SQL("EXPLAIN ({}) ").format(sql.SQL(", ".join(words))) + stmt
+        rows = await (await conn.execute(explain, params)).fetchall()
+        body = json.dumps(rows[0][0]) if fmt == "json" else "\n".join(str(r[0]) for r in rows)
+        return Response(body, media_type=f"application/vnd.pgrst.plan+{fmt}; charset=utf-8")
+
     def _tx_rollback(self, prefs: dict[str, str], applied: list[str]) -> bool:
         """``Prefer: tx=rollback|commit``, honoured when db-tx-end allows the override, as PostgREST does."""
         tx = prefs.get("tx")
@@ -319,14 +344,17 @@ class RestAPI:
             fmt = self._format(request)
             if request.method in ("GET", "HEAD"):
                 planned = prefs.get("count") == "planned"
-                row = await (await conn.execute(b.read(rel, spec, count and not planned, single,
-                                                       strip_nulls=fmt == "stripped"), b.params)).fetchone()
+                stmt = b.read(rel, spec, count and not planned, single, strip_nulls=fmt == "stripped")
+                plan = self._plan_request(request)
+                if plan is not None:
+                    return await self._explain(conn, stmt, b.params, *plan)
+                row = await (await conn.execute(stmt, b.params)).fetchone()
                 assert row is not None
                 total, n, body = row
                 if planned:
                     pb = Builder(self.cache, schema)
-                    plan = await (await conn.execute(pb.planned_count(rel, spec), pb.params)).fetchone()
-                    total = int(plan[0][0]["Plan"]["Plan Rows"]) if plan else None
+                    est = await (await conn.execute(pb.planned_count(rel, spec), pb.params)).fetchone()
+                    total = int(est[0][0]["Plan"]["Plan Rows"]) if est else None
                 status = 200
                 if total is not None:
                     if spec.offset and spec.offset >= total > 0:

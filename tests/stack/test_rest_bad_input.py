@@ -156,7 +156,8 @@ SELECT_PIECES = st.sampled_from(["*", "name", "price.sum()", "count()", "id.avg(
 PREFERS = st.sampled_from(["handling=strict", "max-affected=1", "max-affected=x", "tx=rollback", "tx=", "count=planned",
                            "missing=default", "return=representation", "resolution=merge-duplicates", "nulls=x"])
 ACCEPTS = st.sampled_from(["application/json", "text/csv", "application/vnd.pgrst.object+json",
-                           "application/vnd.pgrst.array+json;nulls=stripped", "*/*"])
+                           "application/vnd.pgrst.array+json;nulls=stripped", "*/*",
+                           "application/vnd.pgrst.plan+json; options=analyze|x"])
 
 
 def test_select_and_prefer_fuzz(stack: EmbeddedStack) -> None:

@@ -226,3 +226,10 @@ def test_wire_details_supabase_clients_do_not_show(pg_stack: EmbeddedStack) -> N
         assert r.status_code == 400 and r.json()["code"] == "PGRST122"
         r = c.get("/users", params={"select": "username.nope()"})
         assert r.status_code == 400  # not an aggregate: a parse error, never a 500
+        # explain(), served as db-plan-enabled allows (this schema's role setting)
+        r = c.get("/users", headers={"Accept": 'application/vnd.pgrst.plan+json; for="application/json"; options=verbose;'})
+        assert r.status_code == 200 and r.json()[0]["Plan"]["Node Type"] == "Aggregate"
+        r = c.get("/users", headers={"Accept": 'application/vnd.pgrst.plan+text; for="application/json"'})
+        assert r.status_code == 200 and r.text.startswith("Aggregate  (cost=")
+        r = c.get("/users", headers={"Accept": "application/vnd.pgrst.plan+json; options=drop"})
+        assert r.status_code == 406
