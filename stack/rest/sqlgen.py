@@ -209,6 +209,9 @@ class Builder:
                     out.append(Item(expr, item.label))
             else:
                 got, cond = self.embed(rel, alias, item, embeds, prefix)
+                if not item.spread and got and any(i.label == item.label for i in out):
+                    # two embeds under one key: PostgREST's statement fails on its duplicate alias, with this error
+                    raise RestError(400, "42712", f'table name "{rel.name}_{item.label}_1" specified more than once')
                 out += got
                 if cond is not None:
                     inner_conds.append(cond)
@@ -269,6 +272,19 @@ class Builder:
 
     def embed(self, parent: Relation, palias: str, e: Embed, embeds: dict[str, EmbedOptions],
               prefix: str) -> tuple[list[Item], sql.Composable | None]:
+        try:
+            return self._embed(parent, palias, e, embeds, prefix)
+        except RestError as err:
+            # an unknown column of an embedded relation is named by PostgREST's alias for it (messages_1.sum)
+            target = self.cache.relation(self.schema, e.relation)
+            if err.code == "42703" and target is not None and err.message.startswith(f"column {target.name}."):
+                depth = prefix.count(".") + 1
+                err.message = err.message.replace(f"column {target.name}.", f"column {target.name}_{depth}.", 1)
+                err.args = (err.message,)
+            raise
+
+    def _embed(self, parent: Relation, palias: str, e: Embed, embeds: dict[str, EmbedOptions],
+               prefix: str) -> tuple[list[Item], sql.Composable | None]:
         link = resolve(self.cache, self.schema, parent, e)
         target = link.target
         calias = self.alias()
@@ -384,7 +400,9 @@ class Builder:
             defaults: list[sql.Composable] = []
             for i, c in enumerate(cols):
                 default = rel.columns[c].default
-                defaults.append(sql.SQL("{} AS {}").format(sql.SQL(default or "NULL"), sql.Identifier(f"pgrst_d{i}")))
+                defaults.append(sql.SQL("({})::{} AS {}").format(sql.SQL(default or "NULL"),
+                                                                 sql.SQL(_safe_type(rel.columns[c].type)),
+                                                                 sql.Identifier(f"pgrst_d{i}")))
                 picks_list.append(sql.SQL(
                     "CASE WHEN pgrst_e ? {} THEN (jsonb_populate_record(NULL::{}, pgrst_e)).{} ELSE pgrst_x.{} END"
                 ).format(sql.Literal(c), self.ident(rel), sql.Identifier(c), sql.Identifier(f"pgrst_d{i}")))
@@ -545,7 +563,7 @@ def _text(v: Any) -> str:
 def _safe_type(typ: str) -> str:
     """Catalog type names (format_type output) are safe to splice; anything else is refused."""
     t = typ.strip()
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_ ()[],\"")
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_ ()[],.\"")  # "." for a schema-qualified type
     if not t or any(ch.lower() not in allowed for ch in t) or ";" in t or "--" in t:
         raise parse_error(f"unsupported type '{typ}'")
     return t
