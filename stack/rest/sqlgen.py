@@ -194,6 +194,7 @@ class Builder:
         """The select list as (expression, label, aggregate?) and the parent conditions !inner embeds add."""
         out: list[Item] = []
         inner_conds: list[sql.Composable] = []
+        embedded: set[str] = set()  # labels of embeds (a column of the same name is allowed, as in PostgREST)
         for item in items:
             if isinstance(item, Star):
                 out += [Item(sql.Identifier(alias, c), c) for c in rel.columns]
@@ -209,9 +210,12 @@ class Builder:
                     out.append(Item(expr, item.label))
             else:
                 got, cond = self.embed(rel, alias, item, embeds, prefix)
-                if not item.spread and got and any(i.label == item.label for i in out):
-                    # two embeds under one key: PostgREST's statement fails on its duplicate alias, with this error
-                    raise RestError(400, "42712", f'table name "{rel.name}_{item.label}_1" specified more than once')
+                if not item.spread and got:
+                    if item.label in embedded:
+                        # two embeds under one key: PostgREST's statement fails on its duplicate alias, so
+                        raise RestError(400, "42712",
+                                        f'table name "{rel.name}_{item.label}_1" specified more than once')
+                    embedded.add(item.label)
                 out += got
                 if cond is not None:
                     inner_conds.append(cond)

@@ -131,6 +131,9 @@ STEPS: list[dict[str, Any]] = [
     {"chain": [["from", "messages"], ["select", "id, ...users(status)"], ["eq", "id", 3]],
      "data": [{"id": 3, "status": "OFFLINE"}]},  # spread
     {"chain": [["from", "messages"], ["select", "id, nothing(*)"]], "error": "PGRST200"},
+    {"chain": [["from", "best_friends"], ["select", "users!first_user(*), users!second_user(*)"]], "error": "42712"},
+    {"chain": [["from", "collections"], ["select", "*, parent_id(*)"], ["eq", "id", 2]],  # the embed takes the key
+     "data": [{"id": 2, "parent_id": {"id": 1, "parent_id": None, "name": "root"}, "name": "child a"}]},
     # -- Prefer and formats
     {"chain": [["from", "users"], ["select", "username"], ["likeAnyOf", "username", ["a*", "b*"]], ["order", "username"]],
      "data": [{"username": "ann"}, {"username": "bob"}]},
@@ -192,8 +195,10 @@ def test_error_bodies_as_postgrest_writes_them(pg_stack: EmbeddedStack) -> None:
         {"chain": [["rpc", "get_status", {"wrong": 1}]]},
         {"chain": [["from", "users"], ["select", "username"], ["single"]]},
         {"chain": [["from", "messages"], ["select", "nothing(*)"]]},
+        {"chain": [["from", "users"], ["select", "username, messages(sum)"]]},
     ])
-    e201, e203, e202, e116, e200 = (r["error"] for r in js)
+    e201, e203, e202, e116, e200, e42703 = (r["error"] for r in js)
+    assert e42703["message"] == "column messages_1.sum does not exist"  # PostgREST's alias for the embed
     assert e201["details"] == [
         {"cardinality": "many-to-one", "embedding": "best_friends with users",
          "relationship": "best_friends_first_user_fkey using best_friends(first_user) and users(username)"},
