@@ -30,6 +30,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["stack", "up", "--port", "0", "--jwt-secret", "short"], "at least 32"),
         (["stack", "up", "--port", "0", "--init-db"], "--init-db goes with --db-url"),
         (["stack", "up", "--port", "0", "--seed", "--no-seed"], "contradict"),
+        (["stack", "up", "--port", "0", "--db-schemas", "public,bad;name"], "comma-separated list of schema names"),
+        (["stack", "up", "--port", "0", "--db-schemas", ""], "comma-separated list of schema names"),
         ([], "required"),
     ],
 )
