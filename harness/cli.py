@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -143,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="streaming (default): changes are pushed as they commit; hosted-polling: read the WAL "
                          "every 100 ms and 500 ms when idle, as hosted Supabase Realtime does, to preview "
                          "production's latency tail")
+    up.add_argument("--db-schemas", default="public", metavar="LIST",
+                    help="schemas REST exposes, comma-separated, the first the default (PostgREST's db-schemas); "
+                         "others are chosen with Accept-Profile / Content-Profile (default: public)")
 
     gate = sub.add_parser("gate", help="run the flows against a target and give a GO / NO-GO verdict (exit code)",
                           description="Run the design documents' flows against a target and judge them against "
@@ -626,6 +630,9 @@ def _stack_up(args: argparse.Namespace) -> int:
         raise UsageError("--seed and --no-seed contradict each other")
     if args.init_db and not args.db_url:
         raise UsageError("--init-db goes with --db-url (the throwaway cluster is always initialised)")
+    schemas = tuple(x.strip() for x in args.db_schemas.split(","))
+    if not schemas or any(not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", x) for x in schemas):
+        raise UsageError(f"--db-schemas {args.db_schemas}: a comma-separated list of schema names")
     # the demo rows go into someone else's database only when asked for
     seed = [FIXTURES / "seed.sql"] if args.seed or not (args.no_seed or args.db_url) else []
 
@@ -637,7 +644,7 @@ def _stack_up(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     stack = EmbeddedStack(migrations=migrations, seed=seed, db_url=args.db_url, init_db=args.init_db, port=args.port,
                           jwt_secret=args.jwt_secret or "", realtime_mode=args.realtime_mode,
-                          realtime_resume=args.realtime_resume)
+                          realtime_resume=args.realtime_resume, db_schemas=schemas)
     try:
         try:
             stack.start()

@@ -63,6 +63,7 @@ class EmbeddedStack:
     jwt_exp: int = 3600
     realtime_mode: str = "streaming"
     realtime_resume: str = "supabase"  # or "keep-everything" (stack.realtime.server.RESUMES)
+    db_schemas: tuple[str, ...] = ("public",)  # schemas REST exposes, the first the default (PostgREST db-schemas)
     fault_delivery_delay_ms: int = 0
     fault_refuse_joins_s: float = 0.0
     cluster: Cluster | None = None
@@ -156,6 +157,7 @@ class EmbeddedStack:
             jwt_exp=self.jwt_exp,
             realtime_mode=self.realtime_mode,
             realtime_resume=self.realtime_resume,
+            db_schemas=tuple(self.db_schemas),
             fault_delivery_delay_ms=self.fault_delivery_delay_ms,
             fault_refuse_joins_s=self.fault_refuse_joins_s,
         )

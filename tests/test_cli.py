@@ -33,6 +33,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
         (["stack", "up", "--port", "0", "--realtime-resume", "sometimes"], "invalid choice"),
         (["gate", "--url", "http://127.0.0.1:9", "--anon-key", "x", "--service-key", "y", "--realtime-resume",
           "supabase"], "--realtime-resume"),
+        (["stack", "up", "--port", "0", "--db-schemas", "public,bad;name"], "comma-separated list of schema names"),
+        (["stack", "up", "--port", "0", "--db-schemas", ""], "comma-separated list of schema names"),
         ([], "required"),
     ],
 )

@@ -24,9 +24,11 @@ class RestError(Exception):
         self.details = details
         self.hint = hint
         self.headers = headers or {}
+        self.details_json: Any = None  # PGRST201 carries its details as a list of objects
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"code": self.code, "details": self.details, "hint": self.hint, "message": self.message},
+        details = self.details_json if self.details_json is not None else self.details
+        return JSONResponse({"code": self.code, "details": details, "hint": self.hint, "message": self.message},
                             status_code=self.status, headers=self.headers)
 
 

@@ -18,6 +18,7 @@ __all__ = ["Embed", "Field", "Filter", "Logic", "Order", "Star", "parse_filter",
 
 OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch", "in", "is", "isdistinct",
              "cs", "cd", "ov", "sl", "sr", "nxr", "nxl", "adj", "fts", "plfts", "phfts", "wfts"}
+QUANTIFIABLE = {"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch"}
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ $\-]*$")
 MAX_NESTING = 32  # deeper embeds or logic trees get a 400, not Python's RecursionError (a 500)
 CAST = re.compile(r"^[A-Za-z_][A-Za-z0-9_ \[\]]*$")
@@ -29,11 +30,15 @@ class Field:
     path: tuple[tuple[str, str], ...] = ()  # ("->" | "->>", key)
     cast: str | None = None
     alias: str | None = None
+    agg: str | None = None  # count | sum | avg | max | min: ``id.sum()``, ``count()``
+    agg_cast: str | None = None  # ``id.sum()::text``: a cast of the aggregate's result
 
     @property
     def label(self) -> str:
         if self.alias:
             return self.alias
+        if self.agg:
+            return self.agg
         return self.path[-1][1] if self.path else self.name
 
 
@@ -48,7 +53,8 @@ class Embed:
     alias: str | None
     hint: str | None
     inner: bool
-    select: tuple[Field | Star | Embed, ...]
+    select: tuple[Field | Star | Embed, ...]  # () for ``rel()``: used for filtering only, leaves no key
+    spread: bool = False  # ``...rel(cols)``: the columns are the parent's
 
     @property
     def label(self) -> str:
@@ -62,6 +68,7 @@ class Filter:
     value: str | tuple[str, ...]
     negate: bool = False
     language: str | None = None  # fts(english)
+    quantifier: str | None = None  # like(any).{a*,b*}: any | all
 
 
 @dataclass(frozen=True)
@@ -127,20 +134,41 @@ def _name(text: str, what: str) -> str:
     return text
 
 
-def parse_field(text: str) -> Field:
-    """``alias:col->a->>b::cast``."""
+AGGREGATES = ("count", "sum", "avg", "max", "min")
+AGG = re.compile(r"^(.*?)\.(count|sum|avg|max|min)\(\)(?:::([A-Za-z_][A-Za-z0-9_ \[\]]*))?$")
+
+
+def parse_field(text: str, allow_agg: bool = False) -> Field:
+    """``alias:col->a->>b::cast``, and in a select list ``col.sum()::cast`` or ``count()``."""
     text = text.strip()
     alias = None
     m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*):(?!:)(.*)$", text)
     if m:
         alias, text = m.group(1), m.group(2)
+    if allow_agg:
+        cm = re.fullmatch(r"count\(\)(?:::([A-Za-z_][A-Za-z0-9_ \[\]]*))?", text)
+        if cm:
+            if cm.group(1) and not CAST.match(cm.group(1)):
+                raise parse_error(f"failed to parse cast '{cm.group(1)}'")
+            return Field("", (), None, alias, "count", cm.group(1))
+        am = AGG.match(text)
+        if am:
+            inner = parse_field(am.group(1))
+            return Field(inner.name, inner.path, inner.cast, alias, am.group(2), am.group(3))
     cast = None
     if "::" in text:
         text, cast = text.split("::", 1)
         if not CAST.match(cast):
             raise parse_error(f"failed to parse cast '{cast}'")
-    parts = re.split(r"(->>|->)", text)
-    name = _name(parts[0].strip(), "column")
+    quoted = re.match(r'^\s*"((?:[^"]|"")+)"(.*)$', text, re.S)  # "column whitespace"
+    if quoted:
+        parts = re.split(r"(->>|->)", quoted.group(2))
+        if parts[0].strip():
+            raise parse_error(f"failed to parse column '{text}'", "unexpected characters after a quoted name")
+        name = quoted.group(1).replace('""', '"')
+    else:
+        parts = re.split(r"(->>|->)", text)
+        name = _name(parts[0].strip(), "column")
     path = []
     for i in range(1, len(parts) - 1, 2):
         key = parts[i + 1].strip()
@@ -151,6 +179,12 @@ def parse_field(text: str) -> Field:
 
 
 def parse_select(text: str, _depth: int = 0) -> tuple[Field | Star | Embed, ...]:
+    if _depth == 0:
+        return _parse_select(text, 0) or (Star(),)
+    return _parse_select(text, _depth)
+
+
+def _parse_select(text: str, _depth: int) -> tuple[Field | Star | Embed, ...]:
     if _depth > MAX_NESTING:
         raise parse_error(f"failed to parse select parameter ({text[:100]})",
                           f"embedded resources nested deeper than {MAX_NESTING} levels")
@@ -162,14 +196,16 @@ def parse_select(text: str, _depth: int = 0) -> tuple[Field | Star | Embed, ...]
         if raw == "*":
             items.append(Star())
             continue
-        if raw.endswith(")") and "(" in raw:
+        if _is_embed(raw):
             head, inner = raw[: raw.index("(")], raw[raw.index("(") + 1:-1]
+            spread = head.startswith("...")
+            head = head[3:] if spread else head
             alias = None
             if ":" in head:
                 alias, head = head.split(":", 1)
                 alias = _name(alias.strip(), "alias")
             parts = head.strip().split("!")
-            rel = _name(parts[0].strip().lstrip("."), "relation")
+            rel = _name(parts[0].strip(), "relation")
             hint, is_inner = None, False
             for p in parts[1:]:
                 if p == "inner":
@@ -179,10 +215,24 @@ def parse_select(text: str, _depth: int = 0) -> tuple[Field | Star | Embed, ...]
                 else:
                     hint = _name(p, "hint")
             items.append(Embed(rel, alias, hint, is_inner,
-                               parse_select(inner, _depth + 1) if inner.strip() else (Star(),)))
+                               _parse_items(inner, _depth + 1) if inner.strip() else (), spread))
             continue
-        items.append(parse_field(raw))
-    return tuple(items) or (Star(),)
+        items.append(parse_field(raw, allow_agg=True))
+    return tuple(items)
+
+
+EMPTY_EMBED = re.compile(r"^(\.\.\.)?[A-Za-z_][\w:!$ -]*\(\)$")  # rel(), alias:rel!hint()
+COUNT = re.compile(r"^([A-Za-z_]\w*:)?count\(\)$")
+
+
+def _is_embed(raw: str) -> bool:
+    if raw.endswith("()"):
+        return bool(EMPTY_EMBED.match(raw)) and not COUNT.match(raw)
+    return raw.endswith(")") and "(" in raw
+
+
+def _parse_items(text: str, depth: int) -> tuple[Field | Star | Embed, ...]:
+    return parse_select(text, depth) if text.strip() else ()
 
 
 def parse_filter(key: str, value: str) -> Filter:
@@ -196,6 +246,14 @@ def parse_filter(key: str, value: str) -> Filter:
                           f"unknown or missing operator in '{key}={value}'")
     op, modifier, raw = m.group(1), m.group(2), m.group(3)
     language = None
+    if modifier in ("any", "all"):
+        if op not in QUANTIFIABLE:
+            raise parse_error(f"failed to parse filter ({value})", f"{op} takes no any/all modifier")
+        if not (raw.startswith("{") and raw.endswith("}")):
+            raise parse_error(f"failed to parse filter ({value})", "any/all take a list in braces: {a,b}")
+        body = raw[1:-1]
+        vals = tuple(unquote(v.strip()) for v in split_top(body)) if body.strip() else ()
+        return Filter(parse_field(key), op, vals, negate, None, modifier)
     if modifier:
         if op not in ("fts", "plfts", "phfts", "wfts"):
             raise parse_error(f"failed to parse filter ({value})", "modifiers are supported for fts operators only")

@@ -15,9 +15,10 @@ from typing import Any
 
 from psycopg import sql
 
-from stack.rest.errors import RestError, no_relationship, parse_error, unknown_column, unknown_table
+from stack.rest.errors import RestError, parse_error, unknown_column, unknown_table
 from stack.rest.grammar import Embed, Field, Filter, Logic, Order, Star, split_top, unquote
-from stack.rest.schema_cache import ForeignKey, Function, Relation, SchemaCache
+from stack.rest.relationships import Link, resolve
+from stack.rest.schema_cache import Column, Function, Relation, SchemaCache
 
 __all__ = ["CASTS", "Builder", "ReadSpec"]
 
@@ -37,6 +38,15 @@ class EmbedOptions:
     order: tuple[Order, ...] = ()
     limit: int | None = None
     offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of a select list."""
+
+    expr: sql.Composable
+    label: str
+    agg: bool = False
 
 
 @dataclass
@@ -88,10 +98,17 @@ class Builder:
     def column(self, rel: Relation, alias: str, f: Field) -> tuple[sql.Composable, str]:
         """The SQL for a field and the type its values compare as."""
         col = rel.columns.get(f.name)
+        expr: sql.Composable
         if col is None:
-            raise unknown_column(rel.name, f.name)
-        expr: sql.Composable = sql.Identifier(alias, f.name)
-        typ = col.type
+            fn = self.cache.computed.get((rel.schema, rel.name), {}).get(f.name)
+            if fn is None or fn.returns_set or fn.return_rel is not None:
+                raise unknown_column(rel.name, f.name)
+            # a computed field: a function of the row, called as PostgREST does, fn(row)
+            expr = sql.SQL("{}({})").format(sql.Identifier(fn.schema, fn.name), sql.Identifier(alias))
+            typ = fn.return_type
+        else:
+            expr = sql.Identifier(alias, f.name)
+            typ = col.type
         for op, key in f.path:
             expr = sql.SQL("({} {} {})").format(expr, sql.SQL(op), self.p(key))
             typ = "text" if op == "->>" else "jsonb"
@@ -112,7 +129,17 @@ class Builder:
         lhs, typ = self.column(rel, alias, f.field)
         op, v = f.op, f.value
         cond: sql.Composable
-        if op in ("eq", "neq", "gt", "gte", "lt", "lte", "cs", "cd", "ov", "sl", "sr", "nxr", "nxl", "adj"):
+        if f.quantifier:  # like(any).{a*,b*}: op ANY|ALL (array)
+            vals = list(v) if isinstance(v, tuple) else [v]
+            quant = sql.SQL("ANY" if f.quantifier == "any" else "ALL")
+            if op in ("like", "ilike", "match", "imatch"):
+                sym = {"like": "LIKE", "ilike": "ILIKE", "match": "~", "imatch": "~*"}[op]
+                pats = [x.replace("*", "%") for x in vals] if op in ("like", "ilike") else vals
+                cond = sql.SQL("({})::text {} {}(({})::text[])").format(lhs, sql.SQL(sym), quant, self.p(pats))
+            else:
+                cond = sql.SQL("{} {} {}(({})::{})").format(lhs, sql.SQL(COMPARE[op]), quant, self.p(vals),
+                                                           sql.SQL(_safe_type(typ) + "[]"))
+        elif op in ("eq", "neq", "gt", "gte", "lt", "lte", "cs", "cd", "ov", "sl", "sr", "nxr", "nxl", "adj"):
             cond = sql.SQL("{} {} {}").format(lhs, sql.SQL(COMPARE[op]), self._typed(v, typ))
         elif op in ("like", "ilike"):
             pattern = str(v).replace("*", "%")
@@ -158,108 +185,183 @@ class Builder:
         return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(parts)
 
     # -- select lists and embedding -----------------------------------------------------------------------
-    def select_list(self, rel: Relation, alias: str, items: tuple[Field | Star | Embed, ...],
-                    embeds: dict[str, EmbedOptions], prefix: str = "") -> tuple[sql.Composable, list[sql.Composable]]:
-        """The select list, and the parent-level conditions that !inner embeds add."""
-        cols: list[sql.Composable] = []
+    def aggregates_allowed(self) -> None:
+        if self.cache.config.get("db_aggregates_enabled", "false").lower() not in ("true", "on", "1", "yes"):
+            raise RestError(400, "PGRST123", "Use of aggregate functions is not allowed")
+
+    def items(self, rel: Relation, alias: str, items: tuple[Field | Star | Embed, ...], embeds: dict[str, EmbedOptions],
+              prefix: str = "", nested: bool = False) -> tuple[list[Item], list[sql.Composable]]:
+        """The select list as (expression, label, aggregate?) and the parent conditions !inner embeds add."""
+        out: list[Item] = []
         inner_conds: list[sql.Composable] = []
+        embedded: set[str] = set()  # labels of embeds (a column of the same name is allowed, as in PostgREST)
         for item in items:
             if isinstance(item, Star):
-                cols += [sql.SQL("{} AS {}").format(sql.Identifier(alias, c), sql.Identifier(c)) for c in rel.columns]
+                out += [Item(sql.Identifier(alias, c), c) for c in rel.columns]
             elif isinstance(item, Field):
-                expr, _ = self.column(rel, alias, item)
-                cols.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(item.label)))
+                if nested and item.name == "count" and not item.path and item.agg is None \
+                        and "count" not in rel.columns:  # messages(count): the embedded rows' count
+                    item = Field("", (), None, item.alias, "count", item.cast)
+                if item.agg:
+                    self.aggregates_allowed()
+                    out.append(Item(self.aggregate(rel, alias, item), item.label, True))
+                else:
+                    expr, _ = self.column(rel, alias, item)
+                    out.append(Item(expr, item.label))
             else:
-                expr, cond = self.embed(rel, alias, item, embeds, prefix)
-                cols.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(item.label)))
+                got, cond = self.embed(rel, alias, item, embeds, prefix)
+                if not item.spread and got:
+                    if item.label in embedded:
+                        # two embeds under one key: PostgREST's statement fails on its duplicate alias, so
+                        raise RestError(400, "42712",
+                                        f'table name "{rel.name}_{item.label}_1" specified more than once')
+                    embedded.add(item.label)
+                out += got
                 if cond is not None:
                     inner_conds.append(cond)
-        if not cols:
-            raise parse_error("empty select list")
-        return sql.SQL(", ").join(cols), inner_conds
+        return out, inner_conds
 
-    def resolve(self, parent: Relation, e: Embed) -> tuple[Relation, ForeignKey, bool]:
-        target = self.cache.relation(self.schema, e.relation)
-        candidates: list[tuple[ForeignKey, bool]] = []
-        if target is not None:
-            candidates = self.cache.relationships(parent, target.name)
-            if e.hint:
-                candidates = [(fk, fwd) for fk, fwd in candidates
-                              if fk.name == e.hint or e.hint in fk.columns or e.hint in fk.ref_columns]
-        else:  # "vendor:vendor_id(*)": a foreign key column of the parent names the target
-            for fk in self.cache.fks:
-                if (fk.schema, fk.table) == (parent.schema, parent.name) and fk.columns == (e.relation,):
-                    candidates.append((fk, True))
-                    target = self.cache.relation(fk.ref_schema, fk.ref_table)
-        if not candidates or target is None:
-            raise no_relationship(parent.name, e.relation)
-        if len(candidates) > 1:
-            raise RestError(300, "PGRST201", f"Could not embed because more than one relationship was found for "
-                                             f"'{parent.name}' and '{e.relation}'",
-                            "; ".join(f"{fk.name} ({'many-to-one' if fwd else 'one-to-many'})" for fk, fwd in candidates),
-                            f"Try changing '{e.relation}' to one of the following: "
-                            + ", ".join(f"'{e.relation}!{fk.name}'" for fk, _ in candidates))
-        fk, forward = candidates[0]
-        return target, fk, forward
+    def aggregate(self, rel: Relation, alias: str, f: Field) -> sql.Composable:
+        if f.agg == "count" and not f.name:
+            expr: sql.Composable = sql.SQL("count(*)")
+        else:
+            arg, _ = self.column(rel, alias, Field(f.name, f.path, f.cast))
+            expr = sql.SQL("{}({})").format(sql.SQL(str(f.agg)), arg)
+        if f.agg_cast:
+            expr = sql.SQL("({})::{}").format(expr, cast_type(f.agg_cast))
+        return expr
+
+    def select_list(self, rel: Relation, alias: str, items: tuple[Field | Star | Embed, ...],
+                    embeds: dict[str, EmbedOptions], prefix: str = "", nested: bool = False
+                    ) -> tuple[sql.Composable, list[sql.Composable], sql.Composable]:
+        """The select list, the parent-level conditions that !inner embeds add, and a GROUP BY clause
+        (PostgREST groups by every selected column that is not an aggregate)."""
+        got, inner_conds = self.items(rel, alias, items, embeds, prefix, nested)
+        if not got:
+            return sql.SQL("NULL AS {}").format(sql.Identifier("pgrst_none")), inner_conds, sql.SQL("")
+        cols = sql.SQL(", ").join(sql.SQL("{} AS {}").format(i.expr, sql.Identifier(i.label)) for i in got)
+        group: sql.Composable = sql.SQL("")
+        if any(i.agg for i in got):
+            keys = [i.expr for i in got if not i.agg]
+            if keys:
+                group = sql.SQL(" GROUP BY ") + sql.SQL(", ").join(keys)
+        return cols, inner_conds, group
+
+    def link_from(self, link: Link, palias: str, calias: str) -> tuple[sql.Composable, sql.Composable]:
+        """The FROM item of an embedded resource and its join condition with the parent row."""
+        t = link.target
+        if link.function is not None:
+            fn = link.function
+            return (sql.SQL("{}({}) AS {}").format(sql.Identifier(fn.schema, fn.name), sql.Identifier(palias),
+                                                  sql.Identifier(calias)), sql.SQL("true"))
+        if link.junction is not None and link.jfk_parent is not None and link.jfk_target is not None:
+            jalias = self.alias()
+            a, b = link.jfk_parent, link.jfk_target
+            on = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(jalias, c), sql.Identifier(calias, rc))
+                                       for c, rc in zip(b.columns, b.ref_columns, strict=True))
+            cond = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(jalias, c), sql.Identifier(palias, rc))
+                                         for c, rc in zip(a.columns, a.ref_columns, strict=True))
+            return (sql.SQL("{} AS {} JOIN {} AS {} ON {}").format(self.ident(t), sql.Identifier(calias),
+                                                                  self.ident(link.junction), sql.Identifier(jalias), on),
+                    cond)
+        fk = link.fk
+        assert fk is not None
+        if link.forward:  # the parent holds the key
+            cond = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(calias, rc), sql.Identifier(palias, c))
+                                         for c, rc in zip(fk.columns, fk.ref_columns, strict=True))
+        else:
+            cond = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(calias, c), sql.Identifier(palias, rc))
+                                         for c, rc in zip(fk.columns, fk.ref_columns, strict=True))
+        return sql.SQL("{} AS {}").format(self.ident(t), sql.Identifier(calias)), cond
 
     def embed(self, parent: Relation, palias: str, e: Embed, embeds: dict[str, EmbedOptions],
-              prefix: str) -> tuple[sql.Composable, sql.Composable | None]:
-        target, fk, forward = self.resolve(parent, e)
+              prefix: str) -> tuple[list[Item], sql.Composable | None]:
+        try:
+            return self._embed(parent, palias, e, embeds, prefix)
+        except RestError as err:
+            # an unknown column of an embedded relation is named by PostgREST's alias for it (messages_1.sum)
+            target = self.cache.relation(self.schema, e.relation)
+            if err.code == "42703" and target is not None and err.message.startswith(f"column {target.name}."):
+                depth = prefix.count(".") + 1
+                err.message = err.message.replace(f"column {target.name}.", f"column {target.name}_{depth}.", 1)
+                err.args = (err.message,)
+            raise
+
+    def _embed(self, parent: Relation, palias: str, e: Embed, embeds: dict[str, EmbedOptions],
+               prefix: str) -> tuple[list[Item], sql.Composable | None]:
+        link = resolve(self.cache, self.schema, parent, e)
+        target = link.target
         calias = self.alias()
         key = prefix + e.label
         opts = embeds.get(key, EmbedOptions())
-        if forward:  # many-to-one: the parent holds the key, the embed is an object (or null)
-            join = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(calias, rc), sql.Identifier(palias, c))
-                                         for c, rc in zip(fk.columns, fk.ref_columns, strict=True))
-        else:  # one-to-many: the target holds the key, the embed is an array
-            join = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(calias, c), sql.Identifier(palias, rc))
-                                         for c, rc in zip(fk.columns, fk.ref_columns, strict=True))
-        sel, inner_conds = self.select_list(target, calias, e.select, embeds, key + ".")
-        conds = [join, self.where(target, calias, opts.filters), *inner_conds]
-        where = sql.SQL(" AND ").join(conds)
-        src = sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(sel, self.ident(target), sql.Identifier(calias), where)
-        if forward:
-            expr = sql.SQL("(SELECT row_to_json(pgrst_e) FROM ({} LIMIT 1) pgrst_e)").format(src)
+        inner = self.inner_exists(parent, palias, e, embeds, prefix) if e.inner else None
+        if not e.select:  # rel(): filters the parent (with !inner), leaves no key
+            return [], inner
+        src, join = self.link_from(link, palias, calias)
+        if e.spread:
+            got, inner_conds = self.items(target, calias, e.select, embeds, key + ".", nested=True)
+            where = sql.SQL(" AND ").join([join, self.where(target, calias, opts.filters), *inner_conds])
+            out = []
+            for i in got:
+                if link.to_one or i.agg:
+                    out.append(Item(sql.SQL("(SELECT {} FROM {} WHERE {} LIMIT 1)").format(i.expr, src, where), i.label))
+                else:  # a to-many spread: each column an array of the rows' values (PostgREST 13)
+                    out.append(Item(sql.SQL("(SELECT json_agg({}) FROM {} WHERE {})").format(i.expr, src, where),
+                                    i.label))
+            return out, inner
+        sel, inner_conds, group = self.select_list(target, calias, e.select, embeds, key + ".", nested=True)
+        where = sql.SQL(" AND ").join([join, self.where(target, calias, opts.filters), *inner_conds])
+        q = sql.SQL("SELECT {} FROM {} WHERE {}").format(sel, src, where) + group
+        if link.to_one:
+            expr: sql.Composable = sql.SQL("(SELECT row_to_json(pgrst_e) FROM ({} LIMIT 1) pgrst_e)").format(q)
         else:
-            src = src + self.order_by(target, calias, opts.order)
+            q = q + self.order_by(target, calias, opts.order)
             if opts.limit is not None:
-                src = src + sql.SQL(" LIMIT {}").format(self.p(opts.limit))
+                q = q + sql.SQL(" LIMIT {}").format(self.p(opts.limit))
             if opts.offset:
-                src = src + sql.SQL(" OFFSET {}").format(self.p(opts.offset))
-            expr = sql.SQL("COALESCE((SELECT json_agg(pgrst_e) FROM ({}) pgrst_e), '[]'::json)").format(src)
-        return expr, (self.inner_exists(parent, palias, e, embeds, prefix) if e.inner else None)
+                q = q + sql.SQL(" OFFSET {}").format(self.p(opts.offset))
+            expr = sql.SQL("COALESCE((SELECT json_agg(pgrst_e) FROM ({}) pgrst_e), '[]'::json)").format(q)
+        return [Item(expr, e.label)], inner
 
     def inner_exists(self, parent: Relation, palias: str, e: Embed, embeds: dict[str, EmbedOptions],
                      prefix: str) -> sql.Composable:
         """``!inner``: the parent row is kept only if the embedded resource has a (filtered) row."""
-        target, fk, forward = self.resolve(parent, e)
+        link = resolve(self.cache, self.schema, parent, e)
         ealias = self.alias()
-        pairs = zip(fk.columns, fk.ref_columns, strict=True)
-        join = sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(ealias, rc), sql.Identifier(palias, c)) if forward
-            else sql.SQL("{} = {}").format(sql.Identifier(ealias, c), sql.Identifier(palias, rc)) for c, rc in pairs)
+        src, join = self.link_from(link, palias, ealias)
         opts = embeds.get(prefix + e.label, EmbedOptions())
-        return sql.SQL("EXISTS (SELECT 1 FROM {} AS {} WHERE {} AND {})").format(
-            self.ident(target), sql.Identifier(ealias), join, self.where(target, ealias, opts.filters))
+        conds = [join, self.where(link.target, ealias, opts.filters)]
+        for sub in e.select:  # nested !inner embeds and their filters narrow this one too
+            if isinstance(sub, Embed) and sub.inner:
+                conds.append(self.inner_exists(link.target, ealias, sub, embeds, prefix + e.label + "."))
+        return sql.SQL("EXISTS (SELECT 1 FROM {} WHERE {})").format(src, sql.SQL(" AND ").join(conds))
 
     # -- statements ---------------------------------------------------------------------------------------
-    def read(self, rel: Relation, spec: ReadSpec, count: bool, single_row: bool = False) -> sql.Composed:
-        """SELECT total, page count, body (JSON text) for a table or view."""
+    def read(self, rel: Relation, spec: ReadSpec, count: bool, single_row: bool = False,
+             source: sql.Composable | None = None, strip_nulls: bool = False) -> sql.Composed:
+        """SELECT total, page count, body (JSON text) for a table or view, or a function's rows (``source``)."""
+        src = source if source is not None else self.ident(rel)
         a = self.alias()
         total: sql.Composable = sql.SQL("NULL::bigint")
         if count:
             ca = self.alias()
             total = sql.SQL("(SELECT count(*) FROM {} AS {} WHERE {})").format(
-                self.ident(rel), sql.Identifier(ca), self._where_with_inner(rel, ca, spec))
-        sel, inner = self.select_list(rel, a, spec.select, spec.embeds)
+                src, sql.Identifier(ca), self._where_with_inner(rel, ca, spec))
+        sel, inner, group = self.select_list(rel, a, spec.select, spec.embeds)
         where = sql.SQL(" AND ").join([self.where(rel, a, spec.filters), *inner])
-        q = sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(sel, self.ident(rel), sql.Identifier(a), where)
+        q = sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(sel, src, sql.Identifier(a), where) + group
         q = q + self.order_by(rel, a, spec.order)
         if spec.limit is not None:
             q = q + sql.SQL(" LIMIT {}").format(self.p(spec.limit))
         if spec.offset:
             q = q + sql.SQL(" OFFSET {}").format(self.p(spec.offset))
-        return self._wrap(total, q, single_row)
+        return self._wrap(total, q, single_row, strip_nulls)
+
+    def planned_count(self, rel: Relation, spec: ReadSpec) -> sql.Composed:
+        """``Prefer: count=planned``: the planner's row estimate for the filtered relation, as PostgREST."""
+        ca = self.alias()
+        return sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} AS {} WHERE {}").format(
+            self.ident(rel), sql.Identifier(ca), self._where_with_inner(rel, ca, spec))
 
     def _where_with_inner(self, rel: Relation, alias: str, spec: ReadSpec) -> sql.Composable:
         conds = [self.where(rel, alias, spec.filters)]
@@ -269,10 +371,13 @@ class Builder:
         return sql.SQL(" AND ").join(conds)
 
     @staticmethod
-    def _wrap(total: sql.Composable, q: sql.Composable, single_row: bool) -> sql.Composed:
-        body = sql.SQL("coalesce((json_agg(pgrst_r) -> 0)::text, 'null')") if single_row \
-            else sql.SQL("coalesce(json_agg(pgrst_r), '[]'::json)::text")
-        return sql.SQL("SELECT {} AS total, count(pgrst_r) AS n, {} AS body FROM ({}) pgrst_r").format(total, body, q)
+    def _wrap(total: sql.Composable, q: sql.Composable, single_row: bool, strip_nulls: bool = False,
+              extra: sql.Composable | None = None) -> sql.Composed:
+        row = sql.SQL("json_strip_nulls(row_to_json(pgrst_r))") if strip_nulls else sql.SQL("pgrst_r")
+        body = sql.SQL("coalesce((json_agg({}) -> 0)::text, 'null')").format(row) if single_row \
+            else sql.SQL("coalesce(json_agg({}), '[]'::json)::text").format(row)
+        return sql.SQL("SELECT {} AS total, count(pgrst_r) AS n, {} AS body{} FROM ({}) pgrst_r").format(
+            total, body, extra if extra is not None else sql.SQL(""), q)
 
     def write_columns(self, rel: Relation, rows: list[dict[str, Any]], columns: str | None) -> list[str]:
         names = [unquote(c.strip()) for c in split_top(columns)] if columns else []
@@ -288,18 +393,25 @@ class Builder:
         return names
 
     def insert(self, rel: Relation, rows: list[dict[str, Any]], cols: list[str], on_conflict: list[str] | None,
-               resolution: str | None, returning: bool, missing_default: bool = False) -> sql.Composed:
+               resolution: str | None, returning: bool, missing_default: bool = False,
+               mark_inserted: bool = False) -> sql.Composed:
         a = self.alias()
         collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
         if missing_default:  # a key absent from an object takes the column's default, not NULL
+            # each default is evaluated for every row, given or not (PostgREST's statement does the same, so a
+            # sequence advances as it does there)
             picks_list: list[sql.Composable] = []
-            for c in cols:
+            defaults: list[sql.Composable] = []
+            for i, c in enumerate(cols):
                 default = rel.columns[c].default
+                defaults.append(sql.SQL("({})::{} AS {}").format(sql.SQL(default or "NULL"),
+                                                                 sql.SQL(_safe_type(rel.columns[c].type)),
+                                                                 sql.Identifier(f"pgrst_d{i}")))
                 picks_list.append(sql.SQL(
-                    "CASE WHEN pgrst_e ? {} THEN (jsonb_populate_record(NULL::{}, pgrst_e)).{} ELSE {} END").format(
-                    sql.Literal(c), self.ident(rel), sql.Identifier(c), sql.SQL(default or "NULL")))
-            picks = sql.SQL(", ").join(picks_list)
-            src = sql.SQL("SELECT {} FROM jsonb_array_elements({}::jsonb) pgrst_e").format(picks, self.p(json.dumps(rows)))
+                    "CASE WHEN pgrst_e ? {} THEN (jsonb_populate_record(NULL::{}, pgrst_e)).{} ELSE pgrst_x.{} END"
+                ).format(sql.Literal(c), self.ident(rel), sql.Identifier(c), sql.Identifier(f"pgrst_d{i}")))
+            src = sql.SQL("SELECT {} FROM (SELECT pgrst_e, {} FROM jsonb_array_elements({}::jsonb) pgrst_e) pgrst_x").format(
+                sql.SQL(", ").join(picks_list), sql.SQL(", ").join(defaults), self.p(json.dumps(rows)))
         else:
             src = sql.SQL("SELECT {} FROM json_populate_recordset(NULL::{}, {}::json)").format(
                 collist, self.ident(rel), self.p(json.dumps(rows)))
@@ -320,7 +432,10 @@ class Builder:
                 sets = sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
                                           for c in upd)
                 stmt = stmt + sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(tl, sets)
-        if returning:
+        if returning and mark_inserted:  # xmax is 0 for a row this statement inserted, not updated
+            stmt = stmt + sql.SQL(" RETURNING {}.*, ({}.xmax = 0) AS pgrst_inserted").format(
+                sql.Identifier(a), sql.Identifier(a))
+        elif returning:
             stmt = stmt + sql.SQL(" RETURNING {}.*").format(sql.Identifier(a))
         return stmt
 
@@ -344,24 +459,57 @@ class Builder:
             stmt = stmt + sql.SQL(" RETURNING {}.*").format(sql.Identifier(a))
         return stmt
 
-    def returned(self, rel: Relation, write: sql.Composable, spec: ReadSpec, single_row: bool) -> sql.Composed:
+    def returned(self, rel: Relation, write: sql.Composable, spec: ReadSpec, single_row: bool, upsert: bool = False,
+                 strip_nulls: bool = False) -> sql.Composed:
         """Body of a write's returned rows, shaped by ``select`` (embedding works on them too)."""
         a = self.alias()
-        sel, _ = self.select_list(rel, a, spec.select, spec.embeds)
-        q = sql.SQL("SELECT {} FROM pgrst_source AS {}").format(sel, sql.Identifier(a))
-        return sql.SQL("WITH pgrst_source AS ({}) ").format(write) + self._wrap(sql.SQL("NULL::bigint"), q, single_row)
+        sel, _, group = self.select_list(rel, a, spec.select, spec.embeds)
+        q = sql.SQL("SELECT {} FROM pgrst_source AS {}").format(sel, sql.Identifier(a)) + group
+        extra = sql.SQL(", (SELECT count(*) FILTER (WHERE pgrst_inserted) FROM pgrst_source) AS inserted") \
+            if upsert else None
+        return sql.SQL("WITH pgrst_source AS ({}) ").format(write) + self._wrap(sql.SQL("NULL::bigint"), q, single_row,
+                                                                                 strip_nulls, extra)
 
-    def rpc(self, fn: Function, args: dict[str, Any], spec: ReadSpec, single_row: bool) -> sql.Composed:
+    def call(self, fn: Function, args: dict[str, Any]) -> sql.Composable:
+        """``schema.fn(a => $1::type, ...)``: each value bound, row-typed ones built from their JSON object."""
         named = []
-        for name, typ in zip(fn.arg_names, fn.arg_types, strict=True):
-            if name in args:
-                v = args[name]
-                text = None if v is None else (json.dumps(v) if isinstance(v, dict | list) else
-                                               ("true" if v is True else "false" if v is False else str(v)))
-                named.append(sql.SQL("{} => {}").format(sql.Identifier(name), self._typed(text, typ)))
-        call = sql.SQL("{}({})").format(sql.Identifier(fn.schema, fn.name), sql.SQL(", ").join(named))
+        comp = fn.arg_composite or (False,) * len(fn.arg_names)
+        for name, typ, is_row in zip(fn.arg_names, fn.arg_types, comp, strict=True):
+            if name not in args:
+                continue
+            v = args[name]
+            if is_row and isinstance(v, dict):
+                value: sql.Composable = sql.SQL("json_populate_record(NULL::{}, {}::json)").format(
+                    sql.SQL(_safe_type(typ)), self.p(json.dumps(v)))
+            elif isinstance(v, list) and typ.endswith("[]") and typ not in ("json[]", "jsonb[]"):
+                value = sql.SQL("({})::{}").format(self.p([None if x is None else _text(x) for x in v]),
+                                                  sql.SQL(_safe_type(typ)))
+            else:
+                value = self._typed(None if v is None else _text(v), typ)
+            named.append(sql.SQL("{} => {}").format(sql.Identifier(name), value) if name else value)
+        return sql.SQL("{}({})").format(sql.Identifier(fn.schema, fn.name), sql.SQL(", ").join(named))
+
+    def result_relation(self, fn: Function) -> Relation | None:
+        """The columns a function's rows have: its return table's or view's, or its OUT / TABLE columns."""
+        if fn.return_rel is not None:
+            rel = self.cache.relations.get(fn.return_rel)
+            if rel is not None:
+                return rel
+        if fn.out_columns:
+            return Relation(fn.schema, fn.name, "f", {n: Column(n, t, True, False) for n, t in fn.out_columns})
+        return None
+
+    def rpc(self, fn: Function, args: dict[str, Any], spec: ReadSpec, single_row: bool, count: bool = False,
+            strip_nulls: bool = False) -> sql.Composed:
+        call = self.call(fn, args)
+        if fn.returns_void:
+            return sql.SQL("SELECT NULL::bigint AS total, 0 AS n, NULL::text AS body FROM (SELECT {}) pgrst_v").format(call)
+        rel = self.result_relation(fn) if fn.returns_composite else None
+        if rel is not None:  # rows: select, filters, embedding, order, count as on a table
+            return self.read(rel, spec, count, single_row or not fn.returns_set, source=call, strip_nulls=strip_nulls)
         if not fn.returns_set and not fn.returns_composite:
-            return sql.SQL("SELECT NULL::bigint AS total, 1 AS n, to_json({})::text AS body").format(call)
+            one = sql.SQL("1::bigint" if count else "NULL::bigint")
+            return sql.SQL("SELECT {} AS total, 1 AS n, to_json({})::text AS body").format(one, call)
         a = self.alias()
         where = sql.SQL(" AND ").join(self._free_condition(a, f) for f in spec.filters) if spec.filters \
             else sql.SQL("true")
@@ -378,10 +526,11 @@ class Builder:
             q = q + sql.SQL(" OFFSET {}").format(self.p(spec.offset))
         if not fn.returns_set:
             single_row = True
+        total = sql.SQL("(SELECT count(*) FROM {} AS pgrst_c)").format(call) if count else sql.SQL("NULL::bigint")
         if fn.returns_composite:
-            return self._wrap(sql.SQL("NULL::bigint"), q, single_row)
-        return sql.SQL("SELECT NULL::bigint AS total, count(*) AS n, coalesce(json_agg(pgrst_r.v), '[]'::json)::text"
-                       " AS body FROM ({}) pgrst_r").format(q)
+            return self._wrap(total, q, single_row, strip_nulls)
+        return sql.SQL("SELECT {} AS total, count(*) AS n, coalesce(json_agg(pgrst_r.v), '[]'::json)::text"
+                       " AS body FROM ({}) pgrst_r").format(total, q)
 
     def _free_condition(self, alias: str, f: Filter | Logic) -> sql.Composable:
         """A filter on a function's result columns (not in the schema cache): the column is quoted, the
@@ -406,10 +555,19 @@ class Builder:
         return sql.SQL("NOT ({})").format(cond) if f.negate else cond
 
 
+def _text(v: Any) -> str:
+    """A JSON value as the text PostgreSQL parses for its parameter type."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
 def _safe_type(typ: str) -> str:
     """Catalog type names (format_type output) are safe to splice; anything else is refused."""
     t = typ.strip()
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_ ()[],\"")
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_ ()[],.\"")  # "." for a schema-qualified type
     if not t or any(ch.lower() not in allowed for ch in t) or ";" in t or "--" in t:
         raise parse_error(f"unsupported type '{typ}'")
     return t

@@ -146,3 +146,39 @@ def test_filter_grammar_fuzz(stack: EmbeddedStack) -> None:
 
         fuzz()
         assert h.get("/products?limit=1").status_code == 200
+
+
+SELECT_PIECES = st.sampled_from(["*", "name", "price.sum()", "count()", "id.avg()::int", "x:count()::zz",
+                                 "...vendors(shop_name)", "vendors()", "vendors!inner(*)", "...", "(", ")", "\"",
+                                 "\"name\"", "name.nope()", "order_items(count)", "order_items(quantity.max())",
+                                 "...order_items(id)", "vendor:vendor_id()", "products_vendor_id_fkey(*)", ":", "!",
+                                 "a!b!c(*)"])
+PREFERS = st.sampled_from(["handling=strict", "max-affected=1", "max-affected=x", "tx=rollback", "tx=", "count=planned",
+                           "missing=default", "return=representation", "resolution=merge-duplicates", "nulls=x"])
+ACCEPTS = st.sampled_from(["application/json", "text/csv", "application/vnd.pgrst.object+json",
+                           "application/vnd.pgrst.array+json;nulls=stripped", "*/*",
+                           "application/vnd.pgrst.plan+json; options=analyze|x"])
+
+
+def test_select_and_prefer_fuzz(stack: EmbeddedStack) -> None:
+    """Aggregates, spreads, empty and hinted embeds, quoted names, like(any), Prefer and Accept: never a 500."""
+    with httpx.Client(base_url=f"{stack.api_url}/rest/v1", headers={"apikey": stack.anon_key}, timeout=10) as h:
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(select=st.lists(SELECT_PIECES, min_size=1, max_size=4), prefer=st.lists(PREFERS, max_size=3),
+               accept=ACCEPTS, like=st.sampled_from(["like(any).{a*,b*}", "ilike(all).{*a*}", "eq(any).{1,x}",
+                                                     "like(any).x", "gt(all).{}"]))
+        def fuzz(select: list[str], prefer: list[str], accept: str, like: str) -> None:
+            r = h.get("/products", params={"select": ",".join(select), "name": like},
+                      headers={"Prefer": ", ".join(prefer), "Accept": accept})
+            assert r.status_code < 500, (select, prefer, accept, r.status_code, r.text)
+            if r.status_code >= 400:
+                assert set(r.json()) == SHAPE, r.text
+            w = h.patch("/products", params={"name": "eq.no such product"}, json={"name": "x"},
+                        headers={"Prefer": ", ".join(prefer), "Accept": accept})
+            assert w.status_code < 500, (prefer, w.text)
+            p = h.post("/rpc/vendor_stats", json={"p_vendor_id": "00000000-0000-4000-b000-000000000011"},
+                       params={"select": ",".join(select)}, headers={"Prefer": ", ".join(prefer), "Accept": accept})
+            assert p.status_code < 500, (select, prefer, p.text)
+
+        fuzz()
+        assert h.get("/products?limit=1").status_code == 200
