@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness.apps import SPOOFING  # noqa: E402
 from harness.criteria import load_criteria  # noqa: E402
 from harness.records import (  # noqa: E402
     Broadcast,
@@ -174,6 +175,11 @@ def synthetic_run(root: Path, records: int = 1_000_000, *, seed: int = 7, delay_
             for table in ("orders", "cart_items", "notifications", "products"):
                 h.append(Refetch(t=end + 450 * MS, probe=pi.name, table=table, since_ns=run.clock.wall_origin + start,
                                  rows=tuple({"id": row} for tb, row in gone if tb == table)))
+    # the gate's spoofing check: a customer's announcement nobody is entitled to, and nobody received
+    spoof = Expectation(eid="spoof:announcement:0", source="broadcast", subject="announcement", type="",
+                        match={"id": "spoof0"}, deliver_to=(), group=SPOOFING)
+    h.append(Op(t=t_end, process="spoofer", type="invoke", f="spoof", op_id=writes))
+    h.append(Op(t=t_end + MS, process="spoofer", type="ok", f="spoof", op_id=writes, expect=(spoof,)))
     h.append(Cleanup(t=t_end + S, verified=True))
     h.append(RunFinished(t=t_end + 2 * S, outcome="completed", settle_s=3.0))
     n = h._seq
