@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,10 +31,19 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
         stop_groups(procs)
 
 
+def _as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT and SIGTERM as a terminal's job has them. A test suite started in the
+    background by a non-interactive shell (``cmd &``) inherits SIGINT ignored, and so would every Locust it starts:
+    Ctrl-C (SIGINT) would then never reach it."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def start(procs: list[subprocess.Popen[str]], args: list[str], log: Path) -> subprocess.Popen[str]:
     f = log.open("w")
     p = subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_as_from_a_terminal)
     f.close()
     procs.append(p)
     return p

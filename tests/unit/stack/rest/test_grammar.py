@@ -51,7 +51,7 @@ def test_select_fields_embeds_and_defaults() -> None:
                                                                         (Field("name"),)))))
     assert parse_select("vendor:vendors!orders_vendor_id_fkey!inner(shop_name)") == (
         Embed("vendors", "vendor", "orders_vendor_id_fkey", True, (Field("shop_name"),)),)
-    assert parse_select("items!left()") == (Embed("items", None, None, False, (Star(),)),)
+    assert parse_select("items!left()") == (Embed("items", None, None, False, ()),)  # an empty embed: no key
 
 
 def test_labels() -> None:
