@@ -16,10 +16,11 @@ What runs where:
   same change (about 0.3 ms here), which is the subscriber's cost, not the proxy's.
   write->deliver = arrival - the write's intended time (CLOCK_MONOTONIC in every process); "per change"
   = the proxied arrival minus the direct arrival of the same change.
-* (a) and (b) go through a byte-transparent proxy, so both subscribers negotiate permessage-deflate
-  alike; (c) needs ``inspect_websocket=True``, which strips the extension: that subscriber then gets
-  uncompressed frames while the direct one gets compressed ones, and its "per change" figure (printed
-  too) measures that difference more than the proxy.
+* (a) and (b) go through a byte-transparent proxy; (c) needs ``inspect_websocket=True``, which strips
+  permessage-deflate from the upgrade. Against the embedded stack that changes nothing (it never
+  negotiates compression, as Supabase Realtime does not); against a server that compresses, the proxied
+  subscriber would get uncompressed frames and the direct one compressed ones, and (c)'s "per change"
+  figure would measure that difference more than the proxy.
 
 Phases: (a) no fault: the proxy's overhead; (b) ``Latency(200, direction="down")``: the shift against
 the direct subscriber; (c) ``DropFrames`` of k of N change messages: how many the proxied subscriber

@@ -34,6 +34,7 @@ import uvicorn
 from stack import jwt, preflight
 from stack.app import create_app
 from stack.db import assumed_dsn
+from stack.gc_policy import pace_for_latency
 from stack.migrate import apply_base, apply_migrations, apply_sql_file, set_role_passwords
 from stack.postgres import Cluster, PostgresError, free_port
 from stack.settings import StackSettings
@@ -192,10 +193,15 @@ class EmbeddedStack:
         if not self.port:
             self.port = free_port()
         self.settings = _with_url(self.settings, self.api_url)
+        pace_for_latency()  # the process's collector: a full collection would stall every socket at once
         self._app = create_app(self.settings)
         config = uvicorn.Config(
             self._app, host="127.0.0.1", port=self.port, log_level="warning",
             lifespan="on", ws_ping_interval=None, timeout_graceful_shutdown=2,
+            # Supabase Realtime's endpoint (lib/realtime_web/endpoint.ex) leaves Phoenix's websocket
+            # `compress: false`: no permessage-deflate, whatever the client offers. Compressing here would
+            # also cost a deflate per frame per socket (a fifth of the server's CPU in the fan-out bench).
+            ws_per_message_deflate=False,
         )
         self._server = uvicorn.Server(config)
         server = self._server

@@ -72,13 +72,15 @@ class Channel:
     policies: Policies | None = None
     replayed: set[str] = field(default_factory=set)  # ids of realtime.messages replayed at join: not sent twice
     _identity: tuple[str, str] = ("", "")
+    _role: str = "anon"
 
     def __post_init__(self) -> None:
         self.set_claims(self.token, self.claims)
 
     def set_claims(self, token: str, claims: dict[str, Any]) -> None:
         self.token, self.claims = token, claims
-        self._identity = (str(claims.get("role", "anon")),
+        self._role = str(claims.get("role", "anon"))
+        self._identity = (self._role,
                           json.dumps(claims, sort_keys=True, separators=(",", ":")))
 
     @property
@@ -102,7 +104,7 @@ class Channel:
 
     @property
     def role(self) -> str:
-        return str(self.claims.get("role", "anon"))
+        return self._role  # read per change per channel: kept with the claims (set_claims), not looked up
 
     def identity(self) -> tuple[str, str]:
         """(role, claims as JSON): channels with equal identities share one RLS check per change."""
