@@ -49,6 +49,17 @@ def test_missing_or_wrong_api_key_refused(stack: EmbeddedStack) -> None:
     run(go())
 
 
+def test_compression_offered_is_declined_as_supabase_does(stack: EmbeddedStack) -> None:
+    """Supabase Realtime's endpoint leaves Phoenix's websocket ``compress: false``: a client offering
+    permessage-deflate (browsers, supabase-js on Node, websockets by default) gets plain frames."""
+    async def go() -> None:
+        async with websockets.connect(ws_url(stack), compression="deflate") as ws:
+            assert ws.request is not None and "permessage-deflate" in str(ws.request.headers)
+            assert ws.response is not None and "Sec-WebSocket-Extensions" not in ws.response.headers
+            assert ws.protocol.extensions == []
+    run(go())
+
+
 def test_join_reply_ids_then_system_then_changes(stack: EmbeddedStack) -> None:
     async def go() -> None:
         owner = str(uuid.uuid4())
