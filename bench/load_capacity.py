@@ -9,9 +9,11 @@ customer app, the vendor portal, the admin dashboard). Per row, from the run's o
 
 * delivery p99: write->deliver over every delivery (HdrHistogram, 3 significant digits), from the write's intended
   time; beside it what Locust's built-in statistics said for the same deliveries (its p99, rounded);
-* added delay p99: how late the load process reads a datagram that has arrived (another process sends one every
-  1 ms, stamped on the machine's one monotonic clock; ``--zora-lag-probe``): what a frame that has arrived waits
-  before its subscriber stamps it;
+* added delay p99: what the subscribers' own stamps add to each latency (``--zora-lag-probe``: another process
+  sends a datagram every 1 ms, stamped on the machine's one monotonic clock). The subscribers' reads are stamped
+  by the kernel's receive timestamp (harness/phoenix/rxstamp.py), so it is that stamp's delay after the datagram
+  was sent; where a read is stamped when it returns (TLS), it is how late the load process reads what has
+  arrived. ``late99`` is that lateness in every case: the wait a kernel stamp keeps out of the latency;
 * writes/s sustained, completeness (delivered / expected), the load generator's CPU and memory.
 
 The largest N with delivery p99 < 500 ms, added delay p99 <= 1 ms and nothing lost is the capacity; the same with
@@ -87,7 +89,9 @@ def row(label: str, n: int, f: dict[str, Any], strict: bool = False) -> tuple[st
     and the added delay p99 <= 1 ms)."""
     lat = f["latency_ms"]
     d = lat.get("*|write_to_deliver", {})
-    lag = lat.get("*|loop_lag", {})
+    added_from = f.get("stamps", {}).get("added_delay", "loop_lag")
+    lag = lat.get(f"*|{added_from}", {})
+    late = lat.get("*|loop_lag", {})
     c = f["completeness"]
     loc = [s for k, s in f["locust_stats_ms"].items() if k.startswith("WS deliver:") and "~" not in k]
     locust_p99 = max((s["p99"] for s in loc), default=float("nan"))
@@ -98,13 +102,14 @@ def row(label: str, n: int, f: dict[str, Any], strict: bool = False) -> tuple[st
     quiet = lag.get("p99", 1e9) <= 1.0
     text = (f"  {label:>9} {n:>6} {f['reliability']['live']:>6} | {d.get('p50', float('nan')):>7.1f} "
             f"{d.get('p99', float('nan')):>8.1f} {locust_p99:>8} | {lag.get('p50', float('nan')):>6.3f} "
-            f"{lag.get('p99', float('nan')):>6.3f} | {f['writes']['per_s']:>6.1f} | {c['delivered']:>7}/{c['expected']:<7}"
+            f"{lag.get('p99', float('nan')):>6.3f} | {late.get('p99', float('nan')):>6.2f}"
+            f" | {f['writes']['per_s']:>6.1f} | {c['delivered']:>7}/{c['expected']:<7}"
             f" | {cpu:>13} | {rss:>9} | {'ok' if ok else 'over'}, added {'<=' if quiet else '>'} 1 ms")
     return text, ok and quiet if strict else ok
 
 
-HEADER = ("      mode   subs   live | deliver p50      p99 locust99 | added p50    p99 | wr/s   | delivered/expected"
-          "  |  load CPU     | RSS MB    |")
+HEADER = ("      mode   subs   live | deliver p50      p99 locust99 | added p50    p99 | late99 | wr/s   "
+          "| delivered/expected  |  load CPU     | RSS MB    |")
 
 
 def capacity(label: str, workers: int, sizes: list[int], hold: float, rate: float, tmp: Path) -> tuple[int, int]:

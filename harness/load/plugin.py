@@ -42,6 +42,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from harness.load.tally import Merged, Tally
 from harness.load.world import LoadWorld
+from harness.phoenix import rxstamp
 
 __all__ = ["COORDINATOR", "Coordinator", "mark", "read_mark"]
 
@@ -307,24 +308,29 @@ while time.monotonic() < end:
 
 
 def _lag_probe(c: Coordinator) -> None:
-    """How late this process reads a datagram that has arrived: another process (plain Python, no gevent) sends
-    one every 1 ms stamped with perf_counter_ns (CLOCK_MONOTONIC, one clock for every process here) and a greenlet
-    here reads it as the subscribers read their sockets. That is the delay the load process adds before it stamps
-    a frame. Bounded: it ends with the run (and the sender with the pipe to it)."""
+    """How late this process reads a datagram that has arrived, and how late its stamp is: another process (plain
+    Python, no gevent) sends one every 1 ms stamped with perf_counter_ns (CLOCK_MONOTONIC, one clock for every
+    process here) and a greenlet here reads it as the subscribers read their sockets. ``loop_lag``: read time -
+    sent, the delay a frame waits for its greenlet; ``stamp_lag``: the kernel's receive stamp - sent, what a
+    kernel-stamped frame's stamp adds (harness.phoenix.rxstamp; the read time where the kernel gives none).
+    Bounded: it ends with the run (and the sender with the pipe to it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
+    stamping = rxstamp.enable(sock)
     sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(sock.getsockname()[1])], stdin=subprocess.PIPE)
     try:
         sock.settimeout(0.5)
         while not c.stopping.is_set():
             try:
-                data = sock.recv(64)
+                data, kt = rxstamp.recv_stamped(sock, 64) if stamping else (sock.recv(64), None)
             except TimeoutError:
                 continue
             now = time.perf_counter_ns()
             if c.steady_from and now >= c.steady_from:
                 with contextlib.suppress(ValueError):
-                    c.tally.book.record_ns("*", "loop_lag", max(1000, now - int(data)))
+                    sent = int(data)
+                    c.tally.book.record_ns("*", "loop_lag", max(1000, now - sent))
+                    c.tally.book.record_ns("*", "stamp_lag", max(1000, (now if kt is None else kt) - sent))
     finally:
         with contextlib.suppress(OSError):
             assert sender.stdin is not None

@@ -243,7 +243,7 @@ class LoadRun:
     def _figures(self, env: Any, ev: LoadEvidence) -> dict[str, Any]:
         book = self.c.merged.book
         lat: dict[str, Any] = {}
-        for metric in ("write_to_deliver", "commit_to_deliver", "loop_lag", "reconnect"):
+        for metric in ("write_to_deliver", "commit_to_deliver", "loop_lag", "stamp_lag", "reconnect"):
             for g in [*book.groups(metric), "*"]:
                 hist = book.get(g, metric)
                 if hist.get_total_count():
@@ -257,6 +257,11 @@ class LoadRun:
                         "n": e.num_requests, "failures": e.num_failures, "rps": round(e.total_rps, 2),
                         "p50": e.get_response_time_percentile(0.5), "p99": e.get_response_time_percentile(0.99),
                         "max": e.max_response_time}
+        watches = self.c.merged.watches.values()
+        stamps = {"kernel": sum(w.stamps_kernel for w in watches), "read": sum(w.stamps_read for w in watches)}
+        # what the subscribers' own stamps add to each latency (--zora-lag-probe): with every read stamped by the
+        # kernel, the stamp's delay after arrival; otherwise how late the process reads what has arrived
+        added_from = "stamp_lag" if stamps["kernel"] and not stamps["read"] else "loop_lag"
         streams = self.c.merged.streams.values()
         spans = [(s.sent[0], s.sent[-1], len(s.sent)) for s in streams if len(s.sent) > 1]
         per_s = sum((n - 1) / max(1e-9, (b - a) / 1e9) for a, b, n in spans)
@@ -268,6 +273,7 @@ class LoadRun:
                            "failed": sum(s.failed for s in streams),
                            "unknown": sum(s.unknown for s in streams), "publishers": len(self.c.merged.streams)},
                 "reliability": ev.reliability_figures(), "locust_stats_ms": locust_stats,
+                "stamps": {**stamps, "added_delay": added_from},
                 "processes": {k: {"reports": n, **self._proc(k)} for k, n in self.c.merged.reports.items()},
                 "missing": self.c.missing,
                 "faults": self.c.faults, "histograms": book.encoded()}

@@ -67,13 +67,16 @@ class Watch:
     channels: int = 0  # channels it joins
     reconnects: int = 0
     error: str = ""
+    stamps_kernel: int = 0  # socket reads stamped by the kernel's receive timestamp (harness.phoenix.rxstamp)
+    stamps_read: int = 0  # socket reads stamped when the read returned (TLS, or no kernel stamps)
 
     def state(self) -> dict[str, Any]:
         return {"sid": self.sid, "app": self.app, "user": self.user, "screens": list(self.screens),
                 "viewer": self.viewer, "live_ns": self.live_ns, "end_ns": self.end_ns,
                 "seen": {p: s.to_wire() for p, s in self.seen.items()}, "late": dict(self.late),
                 "foreign": self.foreign, "joins": self.joins, "joined": self.joined, "held": self.held,
-                "channels": self.channels, "reconnects": self.reconnects, "error": self.error}
+                "channels": self.channels, "reconnects": self.reconnects, "error": self.error,
+                "stamps_kernel": self.stamps_kernel, "stamps_read": self.stamps_read}
 
     @classmethod
     def from_state(cls, d: Mapping[str, Any]) -> Watch:
@@ -81,7 +84,8 @@ class Watch:
                    live_ns=d["live_ns"], end_ns=d["end_ns"],
                    seen={p: SeqSet.from_wire(list(v)) for p, v in d["seen"].items()}, late=dict(d["late"]),
                    foreign=d["foreign"], joins=d["joins"], joined=d["joined"], held=d["held"], channels=d["channels"],
-                   reconnects=d["reconnects"], error=d["error"])
+                   reconnects=d["reconnects"], error=d["error"], stamps_kernel=d.get("stamps_kernel", 0),
+                   stamps_read=d.get("stamps_read", 0))
 
 
 def process_figures() -> dict[str, float]:

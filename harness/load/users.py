@@ -333,6 +333,7 @@ class SubscriberUser(User):
     @task
     def listen(self) -> None:
         self.client.poll(0.5)
+        self.w.stamps_kernel, self.w.stamps_read = self.client.stamped["kernel"], self.client.stamped["read"]
 
     def finish(self) -> None:
         """Stop listening: the end of its window, and how many of its channels are still joined."""

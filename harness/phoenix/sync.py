@@ -7,8 +7,10 @@ websockets' own sans-IO ``ClientProtocol`` (no second WebSocket implementation),
 project's ``PhoenixProtocol`` (no second Phoenix implementation): this module only moves bytes and keeps
 time.
 
-Every chunk read off the socket is stamped (``now()``, ``time.perf_counter_ns`` by default) the moment
-``recv`` returns, before websockets parses it; each message it completes carries that stamp. With
+Every chunk read off the socket is stamped, before websockets parses it; each message it completes carries
+that stamp. On a plain socket with the default clock the stamp is the kernel's (``harness.phoenix.rxstamp``:
+when the chunk's last packet reached the socket), so the time a ready socket waits for its greenlet is not
+counted as latency; on TLS, or with another ``now``, it is ``now()`` the moment ``recv`` returns. With
 ``after_stamp`` (load's subscribers pass a ``time.sleep(0)``: a yield under gevent) the reader yields between
 the stamp and the parse, so when one event reaches many sockets at once every greenlet reads and stamps before
 any of them parses.
@@ -34,6 +36,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from harness.phoenix import rxstamp
 from harness.phoenix.codec import VSN1
 from harness.phoenix.protocol import SUPABASE_JS_POLICY, Closed, Message, PhoenixProtocol, ReconnectPolicy, Reply
 
@@ -66,6 +69,9 @@ class SyncPhoenix:
         self.after_stamp = after_stamp
         self.state = "closed"
         self.reconnects = 0  # connections re-made after a loss
+        self.kernel_stamps = now is time.perf_counter_ns  # rxstamp's stamps are on that clock only
+        self.stamped = {"kernel": 0, "read": 0}  # reads stamped by the kernel, and when the read returned
+        self._stamping = False  # this socket's reads carry the kernel's stamps
         self._sock: socket.socket | None = None
         self._ws: ClientProtocol | None = None
         self._closing = False
@@ -118,6 +124,7 @@ class SyncPhoenix:
             sock.close()
             raise
         self._sock, self._ws = sock, ws
+        self._stamping = self.kernel_stamps and rxstamp.enable(sock)
         self._next_beat = time.monotonic() + self.policy.heartbeat_s
         t = self.now()
         for ev in leftover:
@@ -237,14 +244,22 @@ class SyncPhoenix:
             assert sock is not None and ws is not None
             sock.settimeout(max(0.001, min(deadline, self._next_beat) - now))
             try:
-                data = sock.recv(_READ)
+                if self._stamping:
+                    data, kt = rxstamp.recv_stamped(sock, _READ)
+                else:
+                    data, kt = sock.recv(_READ), None
             except TimeoutError:
                 continue
             except OSError:
                 self._lost()
                 continue
-            t = self.now()  # first thing after the bytes arrived
-            if self.after_stamp is not None:
+            if kt is None:
+                t = self.now()  # first thing after the bytes arrived
+                self.stamped["read"] += 1
+            else:
+                t = kt
+                self.stamped["kernel"] += 1
+            if self.after_stamp is not None and kt is None:  # a kernel stamp cannot wait for other sockets
                 self.after_stamp()
             if not data:
                 ws.receive_eof()
