@@ -53,6 +53,7 @@ from harness.checks.stats import percentile as pct  # noqa: E402
 from harness.faults import DropFrames, FaultProxy, Latency  # noqa: E402
 from harness.phoenix import AsyncPhoenix, Message, ReconnectPolicy  # noqa: E402
 from harness.probes import quiet_heap  # noqa: E402
+from harness.procs import wait_or_kill  # noqa: E402
 from harness.targets import Target  # noqa: E402
 
 CALIB_SQL = """
@@ -120,11 +121,7 @@ class Writer:
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        wait_or_kill(self.proc, 10)
 
 
 # -- the subscribers ---------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.procs import wait_or_kill
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +36,4 @@ class StackProcess:
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        wait_or_kill(self.proc, 60)

@@ -1,4 +1,5 @@
-"""Child processes started in a session of their own (``start_new_session=True``), stopped with their children."""
+"""Stopping child processes: each one (``wait_or_kill``), or with their children when they were started in a
+session of their own (``start_new_session=True``, ``stop_groups``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,23 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["stop_groups"]
+__all__ = ["stop_groups", "wait_or_kill"]
+
+KILLED_WAIT_S = 10.0  # after SIGKILL: only a process stuck in the kernel takes longer, and then we stop waiting
+
+
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float) -> int | None:
+    """Wait up to ``timeout`` s for a child asked to stop (its stdin closed, a signal sent), then SIGKILL it and
+    wait again, bounded. Its exit status, or None if it outlived even that."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    try:
+        return proc.wait(KILLED_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def stop_groups(procs: Iterable[subprocess.Popen[Any]], grace_s: float = 30.0) -> None:
@@ -25,4 +42,4 @@ def stop_groups(procs: Iterable[subprocess.Popen[Any]], grace_s: float = 30.0) -
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+            wait_or_kill(p, KILLED_WAIT_S)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psycopg
 
+from harness.procs import wait_or_kill
+
 __all__ = ["Cluster", "PostgresError", "find_bindir", "free_port"]
 
 REGISTRY = Path(tempfile.gettempdir()) / "zora-harness" / "clusters"
@@ -259,11 +261,7 @@ class Cluster:
             self.proc = None
             return
         self.proc.send_signal(signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        wait_or_kill(self.proc, timeout)
         self.proc = None
 
     def restart(self, mode: str = "fast") -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.procs import wait_or_kill
+
 __all__ = ["LABEL_OWNER", "LABEL_RUN", "Reaper", "labels", "owner_alive", "owner_id", "remove_run", "sweep"]
 
 LABEL_RUN = "org.zora.run"
@@ -141,11 +143,7 @@ class Reaper:
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        wait_or_kill(self.proc, timeout)
         self.proc = None
 
 

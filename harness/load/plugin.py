@@ -43,6 +43,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness.load.tally import Merged, Tally
 from harness.load.world import LoadWorld
 from harness.phoenix import rxstamp
+from harness.procs import wait_or_kill
 
 __all__ = ["COORDINATOR", "Coordinator", "mark", "read_mark"]
 
@@ -113,12 +114,8 @@ class Sidecar:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                self.proc.terminate()  # a sidecar that missed its stdin closing still cleans up on SIGTERM
+                wait_or_kill(self.proc, 30)
 
 
 class Coordinator:
@@ -335,11 +332,7 @@ def _lag_probe(c: Coordinator) -> None:
         with contextlib.suppress(OSError):
             assert sender.stdin is not None
             sender.stdin.close()
-        try:
-            sender.wait(5)
-        except subprocess.TimeoutExpired:
-            sender.kill()
-            sender.wait()
+        wait_or_kill(sender, 5)
         sock.close()
 
 
