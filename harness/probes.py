@@ -112,12 +112,17 @@ def record_presence(h: History, probe: str, t: int, channel: str, kind: str, key
                       meta=fields))
 
 
+REFETCH_RETRY_S = (0.5, 1.0)  # pauses before a failed refetch's 2nd and 3rd try (React Query retries a failed query 3 times)
+
+
 @dataclass
 class Probe:
     """One app instance's subscriptions, through our client. After a reconnect it does what the apps do:
     rejoins every channel (the client's own ``rejoin_all``), and once every postgres_changes channel is live
     again, refetches over REST the rows of its subscriptions changed since it last heard from the server
-    (``Refetch``), because Supabase Realtime replays nothing it missed."""
+    (``Refetch``), because Supabase Realtime replays nothing it missed. A refetch that fails (the network cut it)
+    is tried again, as the apps' query layer does (``REFETCH_RETRY_S``); a table whose refetch still failed keeps
+    its "changed since" for the next one, so a gap is closed by a later refetch or stays a loss, never skipped."""
 
     run: Run
     info: ProbeInfo
@@ -133,6 +138,7 @@ class Probe:
     _opened: int = 0
     _last_rx: int = 0
     _since: int | None = None  # set while a reconnect waits to refetch: the run time it last heard the server
+    _unrecovered: dict[str, int] = field(default_factory=dict)  # table -> the "since" (server wall ns) of a failed refetch
     _ready: set[str] = field(default_factory=set)
     _http: httpx.AsyncClient | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -221,24 +227,35 @@ class Probe:
         (run clock; less a margin, on the server's clock), with the app's own filters and token."""
         assert self._http is not None
         wall = self.run.clock.wall_origin + since_t - int(self.refetch_margin_s * 1e9) + self.server_offset_ns
-        iso = datetime.fromtimestamp(wall / 1e9, UTC).isoformat()
         for s in self.info.subs:
+            since = min(wall, self._unrecovered.get(s.table, wall))
+            iso = datetime.fromtimestamp(since / 1e9, UTC).isoformat()
             params = {"select": "*", s.changed_at: f"gte.{iso}", "limit": "1000"}
             if s.filter:
                 col, _, cond = s.filter.partition("=")
                 params[col] = cond
-            rows: tuple[dict[str, Any], ...] = ()
-            error = None
-            try:
-                r = await self._http.get(f"/rest/v1/{s.table}", params=params)
-                body = r.json()
-                if r.status_code == 200 and isinstance(body, list):
-                    rows = tuple(x for x in body if isinstance(x, dict))
-                else:
-                    error = f"HTTP {r.status_code}"
-            except (httpx.HTTPError, ValueError) as e:
-                error = f"{type(e).__name__}: {e}"[:200]
-            self.run.history.append(Refetch(probe=self.name, table=s.table, since_ns=wall, rows=rows, error=error))
+            for attempt, pause in enumerate((*REFETCH_RETRY_S, None)):
+                rows: tuple[dict[str, Any], ...] = ()
+                error = None
+                try:
+                    r = await self._http.get(f"/rest/v1/{s.table}", params=params)
+                    body = r.json()
+                    if r.status_code == 200 and isinstance(body, list):
+                        rows = tuple(x for x in body if isinstance(x, dict))
+                    else:
+                        error = f"HTTP {r.status_code}"
+                except (httpx.HTTPError, ValueError) as e:
+                    error = f"{type(e).__name__}: {e}"[:200]
+                self.run.history.append(Refetch(probe=self.name, table=s.table, since_ns=since, rows=rows,
+                                                error=error if attempt == 0 or error is None else
+                                                f"{error} (try {attempt + 1})"))
+                if error is None:
+                    self._unrecovered.pop(s.table, None)
+                    break
+                if pause is None:
+                    self._unrecovered[s.table] = since
+                    break
+                await asyncio.sleep(pause)
         self.refetched_t = self.run.clock.now()
 
     async def _join(self, name: str, config: dict[str, Any]) -> None:

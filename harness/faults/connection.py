@@ -91,6 +91,11 @@ class Pipe:
     def feed(self, data: bytes) -> None:
         if self.finished:
             return
+        if self.sink is not None and self.sink.is_closing():
+            # closed or aborted, its connection_lost not yet called: the bytes can reach no one (writing them
+            # anyway is what made asyncio log "socket.send() raised exception." through every reset fault)
+            self.sink_lost()
+            return
         faults = self.proxy.delivery[self.direction]
         if not faults and not self.queue and self.sink is not None:
             self.sink.write(data)  # the fast path: no fault on this direction, nothing queued
@@ -131,6 +136,9 @@ class Pipe:
             self._timer.cancel()
             self._timer = None
         if self.finished or self.sink is None or self.proxy.blackholed:
+            return
+        if self.sink.is_closing():  # as in feed: nothing queued can reach it any more
+            self.sink_lost()
             return
         faults = self.proxy.delivery[self.direction]
         now = self.loop.time()

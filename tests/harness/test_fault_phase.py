@@ -64,7 +64,11 @@ def drops(records: list[Record], start: int, end: int) -> int:
                and r.state == "closed" and start <= r.t <= end)
 
 
-@pytest.mark.parametrize("text", ["latency:300,dir=down", "bandwidth:2000,dir=down", "limit:3000,dir=down", "down",
+# limit: each connection through the proxy dies after that many bytes down, the probes' REST refetches too (they
+# go through the same proxy, on one keep-alive connection). Below about 10 KB the refetch of the seed's products
+# (4.4 KB) is itself cut, and what it was to recover is really lost: the app could not have it either. (At 3,000
+# bytes this held only while the stack compressed its websocket frames, so the sockets lived longer.)
+@pytest.mark.parametrize("text", ["latency:300,dir=down", "bandwidth:2000,dir=down", "limit:10000,dir=down", "down",
                                   "pause_postgres:2", "restart_postgres", "restart_realtime:1"])
 def test_each_fault_is_seen_by_the_probes_and_nothing_is_lost(stack: EmbeddedStack, tmp_path: Path,
                                                               text: str) -> None:
@@ -89,7 +93,7 @@ def test_each_fault_is_seen_by_the_probes_and_nothing_is_lost(stack: EmbeddedSta
         assert seen and min(seen) >= 300, seen  # every frame the probe got during it came 300 ms late or more
     elif name == "bandwidth":
         assert seen and max(seen) > 100, seen  # slowed (frames queue behind each other), not lost
-    elif name in ("limit", "restart_realtime"):
+    elif name in ("limit_data", "restart_realtime"):  # (the fault names of limit:N and restart_realtime:S)
         assert drops(records, start, end + 2_000_000_000) >= 1  # its socket went, and (completeness) it came back
     elif name == "down":
         assert drops(records, start, end) == 0  # new connections refused; the open ones go on
