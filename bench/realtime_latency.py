@@ -167,9 +167,9 @@ class _SubProtocol(asyncio.Protocol):
     hands over is parsed at once and each frame stamped there, with no per-frame scheduling.
     """
 
-    def __init__(self, url: str, sub: Sub, stop: asyncio.Event) -> None:
+    def __init__(self, url: str, sub: Sub) -> None:
         self.ws = ClientProtocol(parse_uri(url), max_size=None)
-        self.sub, self.stop = sub, stop
+        self.sub = sub
         self.transport: asyncio.Transport | None = None
         self.opened = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
@@ -218,9 +218,9 @@ class _SubProtocol(asyncio.Protocol):
 
 
 async def _run_sub(stack: BenchStack, sub: Sub, filtered: bool, stop: asyncio.Event) -> None:
-    port = int(stack.ws.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    uri = parse_uri(stack.ws)
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_connection(lambda: _SubProtocol(stack.ws, sub, stop), "127.0.0.1", port)
+    transport, proto = await loop.create_connection(lambda: _SubProtocol(stack.ws, sub), uri.host, uri.port)
     try:
         if not await asyncio.wait_for(proto.opened, 30):
             raise RuntimeError(f"websocket upgrade refused: {proto.ws.handshake_exc}")

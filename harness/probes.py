@@ -138,7 +138,8 @@ class Probe:
     _opened: int = 0
     _last_rx: int = 0
     _since: int | None = None  # set while a reconnect waits to refetch: the run time it last heard the server
-    _unrecovered: dict[str, int] = field(default_factory=dict)  # table -> the "since" (server wall ns) of a failed refetch
+    # (table, filter) -> the "since" (server wall ns) of a refetch that failed every try
+    _unrecovered: dict[tuple[str, str | None], int] = field(default_factory=dict)
     _ready: set[str] = field(default_factory=set)
     _http: httpx.AsyncClient | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -228,35 +229,39 @@ class Probe:
         assert self._http is not None
         wall = self.run.clock.wall_origin + since_t - int(self.refetch_margin_s * 1e9) + self.server_offset_ns
         for s in self.info.subs:
-            since = min(wall, self._unrecovered.get(s.table, wall))
+            key = (s.table, s.filter)
+            since = min(wall, self._unrecovered.get(key, wall))
             iso = datetime.fromtimestamp(since / 1e9, UTC).isoformat()
             params = {"select": "*", s.changed_at: f"gte.{iso}", "limit": "1000"}
             if s.filter:
                 col, _, cond = s.filter.partition("=")
                 params[col] = cond
             for attempt, pause in enumerate((*REFETCH_RETRY_S, None)):
-                rows: tuple[dict[str, Any], ...] = ()
-                error = None
-                try:
-                    r = await self._http.get(f"/rest/v1/{s.table}", params=params)
-                    body = r.json()
-                    if r.status_code == 200 and isinstance(body, list):
-                        rows = tuple(x for x in body if isinstance(x, dict))
-                    else:
-                        error = f"HTTP {r.status_code}"
-                except (httpx.HTTPError, ValueError) as e:
-                    error = f"{type(e).__name__}: {e}"[:200]
+                rows, error = await self._read_back(s.table, params)
+                if error is not None and attempt:
+                    error = f"{error} (try {attempt + 1})"
                 self.run.history.append(Refetch(probe=self.name, table=s.table, since_ns=since, rows=rows,
-                                                error=error if attempt == 0 or error is None else
-                                                f"{error} (try {attempt + 1})"))
+                                                error=error))
                 if error is None:
-                    self._unrecovered.pop(s.table, None)
+                    self._unrecovered.pop(key, None)
                     break
                 if pause is None:
-                    self._unrecovered[s.table] = since
+                    self._unrecovered[key] = since
                     break
                 await asyncio.sleep(pause)
         self.refetched_t = self.run.clock.now()
+
+    async def _read_back(self, table: str, params: dict[str, str]) -> tuple[tuple[dict[str, Any], ...], str | None]:
+        """One REST read of a subscribed table: its rows, or why not."""
+        assert self._http is not None
+        try:
+            r = await self._http.get(f"/rest/v1/{table}", params=params)
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            return (), f"{type(e).__name__}: {e}"[:200]
+        if r.status_code == 200 and isinstance(body, list):
+            return tuple(x for x in body if isinstance(x, dict)), None
+        return (), f"HTTP {r.status_code}"
 
     async def _join(self, name: str, config: dict[str, Any]) -> None:
         assert self.client is not None

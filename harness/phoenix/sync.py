@@ -10,10 +10,10 @@ time.
 Every chunk read off the socket is stamped, before websockets parses it; each message it completes carries
 that stamp. On a plain socket with the default clock the stamp is the kernel's (``harness.phoenix.rxstamp``:
 when the chunk's last packet reached the socket), so the time a ready socket waits for its greenlet is not
-counted as latency; on TLS, or with another ``now``, it is ``now()`` the moment ``recv`` returns. With
-``after_stamp`` (load's subscribers pass a ``time.sleep(0)``: a yield under gevent) the reader yields between
+counted as latency; on TLS, or with another ``now``, it is ``now()`` the moment ``recv`` returns. There,
+``after_stamp`` (load's subscribers pass a ``time.sleep(0)``: a yield under gevent) has the reader yield between
 the stamp and the parse, so when one event reaches many sockets at once every greenlet reads and stamps before
-any of them parses.
+any of them parses (a kernel stamp needs no such turn).
 
 ``poll`` reads for a bounded time, sends the heartbeat when due (a heartbeat still unanswered at the next beat
 means the connection is dead, as supabase-js decides), and reconnects with the policy's backoff
